@@ -1,0 +1,150 @@
+"""The ``medseg-bench`` command: parses arguments and calls the package API. No logic lives here.
+
+Each subcommand is bound to ``module:function`` and called with the parsed options as keyword
+arguments (``workdir`` already resolved). A stage whose module is not in this version yet answers
+"not yet available" with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+NOT_YET = 2
+
+
+def _add_workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default=None, help="where everything is written (default: $MEDSEG_WORKDIR or ./medseg_work)")
+
+
+def _sub(subparsers, name: str, target: str, help: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=help, description=help)
+    p.set_defaults(_target=target)
+    _add_workdir(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg-bench",
+        description="Self-configuring benchmark suite for unsupervised and semi-supervised medical image segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"medseg_bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ds = sub.add_parser("datasets", help="list, generate, convert or check raw datasets", description="list, generate, convert or check raw datasets")
+    _add_workdir(ds)
+    ds_sub = ds.add_subparsers(dest="datasets_command", metavar="ACTION")
+    _sub(ds_sub, "list", "medseg_bench.datasets.catalogue:list_command", "list built-in generators, converters and the datasets in the workdir")
+    p = _sub(ds_sub, "generate", "medseg_bench.datasets.catalogue:generate_command", "generate a built-in simulated dataset")
+    p.add_argument("name", help="generator name (see `datasets list`), or 'all'")
+    p.add_argument("--out", default=None, help="output folder (default: <workdir>/raw/<name>_<size>)")
+    p.add_argument("--size", default="small", choices=["tiny", "small", "full"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", action="store_true", help="also write a PNG montage (image, label overlay)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p = _sub(ds_sub, "convert", "medseg_bench.datasets.catalogue:convert_command", "convert a downloaded public dataset to the raw format")
+    p.add_argument("name", help="converter name (see `datasets list`)")
+    p.add_argument("--src", required=True, help="folder of the downloaded data")
+    p.add_argument("--out", default=None, help="output folder (default: <workdir>/raw/<name>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--preview", action="store_true", help="also write a PNG montage")
+    p = _sub(ds_sub, "check", "medseg_bench.datasets.catalogue:check_command", "check a raw dataset and report every problem found")
+    p.add_argument("path", help="raw dataset folder, or a dataset name under <workdir>/raw")
+
+    p = _sub(sub, "plan", "medseg_bench.planning:plan_command", "fingerprint a dataset and write plans.json (no labels used)")
+    p.add_argument("dataset", help="dataset name under <workdir>/raw or path to a raw folder")
+    p.add_argument("--memory-gb", type=float, default=None, help="GPU memory to plan for (default: detected, or CPU rules)")
+    p.add_argument("--force", action="store_true", help="overwrite plans.json even if it was edited by hand")
+    p.add_argument("--calibrate", action="store_true", help="re-measure this machine's CPU step cost")
+
+    p = _sub(sub, "preprocess", "medseg_bench.preprocessing:preprocess_command", "crop, normalise and resample into the preprocessed cache")
+    p.add_argument("dataset")
+    p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, help="configurations (default: all planned)")
+    p.add_argument("-j", "--num-workers", type=int, default=None, help="worker processes (default: cores)")
+
+    p = _sub(sub, "train", "medseg_bench.training.cli:train_command", "train one method at one label budget and seed, then evaluate on the test set")
+    p.add_argument("dataset")
+    p.add_argument("--method", required=True)
+    p.add_argument("--budget", required=True, help="number of labelled training cases, or 'all'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"], help="default: paper with a GPU, quick on CPU")
+    p.add_argument("--config", default=None, choices=["2d", "3d_fullres"], help="default: the preset's recommended configuration")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--iterations", type=int, default=None, help="override the preset's number of iterations")
+
+    p = _sub(sub, "predict", "medseg_bench.training.cli:predict_command", "predict a folder of raw images with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("images_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+
+    p = _sub(sub, "evaluate", "medseg_bench.metrics.evaluate:main_evaluate", "score predictions against reference labels")
+    p.add_argument("pred_dir")
+    p.add_argument("ref_dir")
+    p.add_argument("--dataset-json", dest="dataset_json", default=None)
+    p.add_argument("--out", dest="out_dir", default=None)
+
+    p = _sub(sub, "run", "medseg_bench.bench.cli:run_command", "run a benchmark grid (default: the built-in benchmark) and write its leaderboard")
+    p.add_argument("--datasets", nargs="+", default=None)
+    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--budgets", nargs="+", default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"])
+    p.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
+
+    p = _sub(sub, "leaderboard", "medseg_bench.leaderboard.cli:leaderboard_command", "build leaderboard tables, plots and HTML from result records")
+    p.add_argument("--out", default=None, help="output folder (default: <workdir>/leaderboards)")
+    p.add_argument("--add", default=None, metavar="BUNDLE", help="re-score a submission bundle and merge it")
+
+    p = _sub(sub, "submit", "medseg_bench.leaderboard.cli:submit_command", "validate, train and predict a new method into a submission bundle")
+    p.add_argument("method", metavar="PATH_OR_ENTRYPOINT")
+    p.add_argument("--datasets", nargs="+", default=None)
+    p.add_argument("--budgets", nargs="+", default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    return parser
+
+
+def _resolve(target: str):
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # only a missing stage module means "not yet"; a missing dependency is a real error
+        if exc.name and module_name.startswith(exc.name) and exc.name.startswith("medseg_bench"):
+            return None
+        raise
+    return getattr(module, func_name, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_target", None):
+        # a group without an action (e.g. `medseg-bench datasets`) prints its help
+        if args.command == "datasets":
+            parser.parse_args(["datasets", "--help"])
+        parser.print_help()
+        return 0 if args.command is None else 2
+    func = _resolve(args._target)
+    name = args.command + (f" {args.datasets_command}" if args.command == "datasets" else "")
+    if func is None:
+        print(f"medseg-bench {name}: not yet available in this version", file=sys.stderr)
+        return NOT_YET
+    from .workdir import resolve_workdir
+
+    kwargs = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "datasets_command")}
+    kwargs["workdir"] = resolve_workdir(kwargs.get("workdir"))
+    try:
+        return int(func(**kwargs) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""PNG montage of a raw dataset so a person can look at what was made: for a few cases, the image
+and its label overlaid (3D: the middle slice along each axis is not needed — the middle axial slice
+and the middle coronal slice are shown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import RawDataset
+
+__all__ = ["write_preview"]
+
+
+def _to_display(image: np.ndarray, rgb: bool) -> np.ndarray:
+    if rgb:
+        return np.moveaxis(image, 0, -1).astype(np.float32) / max(float(image.max()), 1.0)
+    img = image[0].astype(np.float32)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _slices(array: np.ndarray, spatial_ndim: int, rgb: bool):
+    """Middle axial (and coronal for 3D) slices of a displayable array."""
+    if spatial_ndim == 2:
+        return [array]
+    z, y = array.shape[0] // 2, array.shape[1] // 2
+    return [array[z], array[:, y][::-1]]
+
+
+def write_preview(dataset_dir: Path, out_png: Path | None = None, max_cases: int = 4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = RawDataset(dataset_dir)
+    cases = (ds.train_cases() + ds.test_cases())[:max_cases]
+    if not cases:
+        raise ValueError(f"{dataset_dir}: no labelled cases to preview")
+    rows = []
+    for case in cases:
+        image, geo = case.load_image()
+        label, _ = case.load_label()
+        disp = _to_display(image, ds.rgb)
+        for img_slice, lab_slice in zip(_slices(disp, geo.ndim, ds.rgb), _slices(label, geo.ndim, ds.rgb)):
+            rows.append((case.case_id, img_slice, lab_slice))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 3 * len(rows)), squeeze=False)
+    for (cid, img, lab), (ax_img, ax_lab) in zip(rows, axes):
+        cmap = None if img.ndim == 3 else "gray"
+        ax_img.imshow(img, cmap=cmap)
+        ax_img.set_title(cid, fontsize=8)
+        ax_lab.imshow(img, cmap=cmap)
+        ax_lab.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.45, interpolation="nearest")
+        ax_lab.set_title("label overlay", fontsize=8)
+        for ax in (ax_img, ax_lab):
+            ax.axis("off")
+    fig.tight_layout()
+    out_png = Path(out_png) if out_png else Path(dataset_dir).parent / f"{Path(dataset_dir).name}_preview.png"
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
