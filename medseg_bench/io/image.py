@@ -98,15 +98,15 @@ class Geometry:
     def from_dict(cls, d: dict) -> Geometry:
         return cls(tuple(d["spacing"]), tuple(d.get("origin", ())), tuple(d.get("direction", ())))
 
-    def differences(self, other: Geometry, rtol: float = 1e-4, atol: float = 1e-4) -> list[str]:
-        """Human-readable list of the fields in which ``other`` differs beyond tolerance."""
-        out = []
+    def differences(self, other: Geometry, rtol: float = 1e-4, atol: float = 1e-4) -> list[tuple[str, tuple, tuple]]:
+        """Fields in which ``other`` differs beyond tolerance: ``[(field, self's value, other's value)]``."""
         if self.ndim != other.ndim:
-            return [f"dimensionality {self.ndim}D vs {other.ndim}D"]
+            return [("dimensionality", (self.ndim,), (other.ndim,))]
+        out = []
         for name in ("spacing", "origin", "direction"):
-            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            a, b = getattr(self, name), getattr(other, name)
             if not np.allclose(a, b, rtol=rtol, atol=atol):
-                out.append(f"{name} {tuple(np.round(a, 6))} vs {tuple(np.round(b, 6))}")
+                out.append((name, tuple(round(v, 6) for v in a), tuple(round(v, 6) for v in b)))
         return out
 
 

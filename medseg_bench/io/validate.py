@@ -46,6 +46,21 @@ def _read(path: Path, spacing, problems: list[Problem]):
         return None
 
 
+def _count_non_finite(path: Path, array: np.ndarray) -> int:
+    """NaN/inf voxels in an image. ITK's NIfTI reader silently turns non-finite values into 0, so
+    NIfTI files are re-read raw with nibabel for this check."""
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        try:
+            array = np.asanyarray(nibabel.load(str(path)).dataobj)
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the main reader
+            return 0
+    if not np.issubdtype(array.dtype, np.floating):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(array)))
+
+
 def _check_geometry(ref_file: Path, ref: tuple, other_file: Path, other: tuple, what: str, problems: list[Problem]) -> None:
     (ref_arr, ref_geo), (arr, geo) = ref, other
     ref_shape = ref_arr.shape[:2] if ref_arr.ndim == 3 and ref_arr.shape[-1] == 3 and ref_geo.ndim == 2 else ref_arr.shape
@@ -53,8 +68,8 @@ def _check_geometry(ref_file: Path, ref: tuple, other_file: Path, other: tuple, 
     if tuple(ref_shape) != tuple(shape):
         problems.append(Problem(other_file, f"{what} shape {tuple(shape)} does not match image shape {tuple(ref_shape)} ({ref_file.name})"))
         return
-    for diff in ref_geo.differences(geo, GEOMETRY_RTOL, GEOMETRY_ATOL):
-        problems.append(Problem(other_file, f"{what} {diff.split(' ', 1)[0]} mismatch with image {ref_file.name}: {diff.split(' ', 1)[1]}"))
+    for name, mine, image in geo.differences(ref_geo, GEOMETRY_RTOL, GEOMETRY_ATOL):
+        problems.append(Problem(other_file, f"{what} {name} mismatch with image {ref_file.name}: {mine} vs {image}"))
 
 
 def _check_case(ds: RawDataset, case: Case, problems: list[Problem]) -> None:
@@ -67,10 +82,10 @@ def _check_case(ds: RawDataset, case: Case, problems: list[Problem]) -> None:
         loaded = _read(f, spacing, problems)
         if loaded is None:
             continue
-        arr = loaded[0]
-        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-            n_bad = int((~np.isfinite(arr)).sum())
+        n_bad = _count_non_finite(f, loaded[0])
+        if n_bad:
             problems.append(Problem(f, f"image contains {n_bad} NaN/inf value(s)"))
+        arr = loaded[0]
         if ds.rgb and not (arr.ndim == 3 and arr.shape[-1] == 3):
             problems.append(Problem(f, f"dataset declares RGB channels but the image has shape {arr.shape}"))
         channels.append((f, loaded))
