@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image import Geometry, ImageReadError, image_ending, read_image
+from .image import ImageReadError, image_ending, read_image
 from .raw_dataset import SUBSET_FOLDERS, Case, DatasetError, RawDataset
 
 __all__ = ["Problem", "check_dataset", "format_problems"]
@@ -122,7 +122,7 @@ def _check_case(ds: RawDataset, case: Case, problems: list[Problem]) -> None:
 
 def _orphans(ds: RawDataset, problems: list[Problem]) -> None:
     ending = ds.file_ending
-    for subset, (images, labels, instances) in SUBSET_FOLDERS.items():
+    for images, labels, instances in SUBSET_FOLDERS.values():
         image_ids = set(ds.channel_groups(images))
         img_dir = ds.path / images
         if img_dir.is_dir():
