@@ -1,0 +1,117 @@
+"""Running one cell in a worker: thread limits, error capture, the record copied to ``results/``.
+
+:func:`execute_cell` is what every executor ships to its workers (a local process, a Ray task, a
+Slurm array job). It never raises for a failing cell: the failure becomes a ``failed`` record with
+the traceback, so one broken cell does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .grid import Cell
+from .results import failure_record, sync_done_record, write_record
+
+__all__ = ["CellTask", "default_cell_fn", "execute_cell", "limit_threads", "method_info_of"]
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def default_cell_fn(workdir, dataset, method, budget, seed, **kwargs) -> dict:
+    """The real engine: :func:`medseg_bench.training.train_cell` (imported lazily in the worker)."""
+    from ..training import train_cell
+
+    return train_cell(workdir, dataset, method, budget, seed, **kwargs)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs to run one cell (picklable when ``cell_fn`` is a module-level function).
+
+    ``cell_fn(workdir, dataset, method, budget, seed, preset=, config=, device=, resume=True,
+    progress=False, num_threads=, **extra)`` follows the engine's ``train_cell`` signature and returns
+    the cell's record.
+    """
+
+    cell: Cell
+    workdir: str
+    cell_fn: Callable[..., dict] = default_cell_fn
+    num_threads: int | None = 1
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+    estimate_s: float = 1.0
+
+
+def limit_threads(num_threads: int | None) -> None:
+    """Pin BLAS/OpenMP/torch/numba thread pools of this process to ``num_threads`` (``None``: leave)."""
+    if not num_threads:
+        return
+    for var in _THREAD_ENV:
+        os.environ[var] = str(num_threads)
+    try:
+        import torch
+
+        torch.set_num_threads(num_threads)
+        if torch.get_num_interop_threads() != num_threads:
+            try:
+                torch.set_num_interop_threads(num_threads)
+            except RuntimeError:  # only settable before the first parallel op
+                pass
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def method_info_of(name: str) -> dict:
+    """``method_info`` block for a method name from the registry (empty if it cannot be loaded)."""
+    try:
+        from ..methods import get_method
+
+        m = get_method(name)
+    except Exception:
+        return {}
+    return {"family": getattr(m, "family", None), "citation": getattr(m, "citation", None),
+            "needs_labels": getattr(m, "needs_labels", None), "oracle": bool(getattr(m, "oracle", False)),
+            "class_rule": getattr(m, "class_rule", None)}
+
+
+def execute_cell(task: CellTask) -> dict:
+    """Run one cell and store its record in ``<workdir>/results/``; return the record.
+
+    A cell whose ``DONE`` marker exists is not run again (its stored record is returned). Any exception
+    from the cell becomes a ``failed`` record (``error`` = traceback); ``KeyboardInterrupt`` propagates.
+    """
+    cell, workdir = task.cell, Path(task.workdir)
+    done = sync_done_record(workdir, cell)
+    if done is not None:
+        return done
+    limit_threads(task.num_threads)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    try:
+        record = task.cell_fn(workdir, cell.dataset, cell.method, cell.budget, cell.seed, preset=cell.preset,
+                              config=cell.configuration, device=task.device, resume=True, progress=False,
+                              num_threads=task.num_threads, **task.extra)
+        if not isinstance(record, dict):
+            raise TypeError(f"cell function returned {type(record).__name__}, expected the record dict")
+    except Exception as exc:  # a failing cell is recorded, never fatal to the grid
+        record = failure_record(cell, exc, started=started, wall_time_s=time.perf_counter() - t0,
+                                method_info=method_info_of(cell.method))
+        write_record(workdir, record)
+        return record
+    synced = sync_done_record(workdir, cell)
+    if synced is not None:
+        return synced
+    # the cell function returned without a DONE marker: keep what it reported, or flag it
+    if record.get("status") == "failed" and "cell" in record:
+        write_record(workdir, record)
+        return record
+    record = failure_record(cell, "cell function returned without writing the DONE marker",
+                            started=started, wall_time_s=time.perf_counter() - t0,
+                            method_info=method_info_of(cell.method))
+    write_record(workdir, record)
+    return record

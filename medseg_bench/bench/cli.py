@@ -1,0 +1,189 @@
+"""``medseg-bench run``: datasets -> (generate) -> plan + preprocess once -> grid -> cells -> leaderboard.
+
+With no arguments it runs the default benchmark: the built-in datasets (generated when absent), every
+built-in method that applies, the preset's budgets and seeds (``demo`` on a CPU, ``paper`` on a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ..workdir import Workdir
+from .grid import PRESET_DEFAULTS, Cell, default_preset, estimate_cost_s, expand_grid, parse_budgets
+from .results import load_records, read_json, results_dir, update_manifest
+from .runner import RunSummary, run_cells
+
+__all__ = ["builtin_datasets", "load_methods", "prepare_datasets", "run_benchmark", "run_command"]
+
+
+def builtin_datasets(size: str) -> list[str]:
+    """Names of the built-in datasets at ``size`` (e.g. ``ct_hip_small``), one per generator."""
+    from ..datasets import default_dataset_name, list_generators
+
+    return [default_dataset_name(g.name, size) for g in list_generators()]
+
+
+def _generator_for(name: str, default_size: str) -> tuple[str, str] | None:
+    """(generator, size) when ``name`` is a generator name or ``<generator>_<size>``, else ``None``."""
+    from ..datasets import SIZES, list_generators
+
+    gens = {g.name for g in list_generators()}
+    if name in gens:
+        return name, default_size
+    for size in SIZES:
+        if name.endswith(f"_{size}") and name[: -len(size) - 1] in gens:
+            return name[: -len(size) - 1], size
+    return None
+
+
+def resolve_datasets(workdir: Path, names: list[str], size: str, log: Callable[[str], None]) -> list[str]:
+    """Dataset names under ``<workdir>/raw``: built-ins are generated when absent; a raw folder given by
+    path outside the workdir is linked in as ``raw/<folder name>`` (the raw folder itself is never written)."""
+    from ..datasets import default_dataset_name, generate
+
+    wd = Workdir(Path(workdir))
+    out = []
+    for arg in names:
+        gen = _generator_for(arg, size) if not (Path(arg) / "dataset.json").exists() else None
+        if gen is not None:
+            name = default_dataset_name(*gen)
+            if not (wd.raw_dataset(name) / "dataset.json").exists():
+                log(f"generating {name} ...")
+                generate(gen[0], wd.raw_dataset(name), size=gen[1], seed=0, overwrite=wd.raw_dataset(name).exists())
+            out.append(name)
+            continue
+        path = wd.resolve_dataset(arg)
+        if path.parent != wd.raw:
+            link = wd.raw_dataset(path.name)
+            if link.exists() and link.resolve() != path.resolve():
+                raise FileExistsError(f"{link} exists and is not {path}: rename one of the two datasets")
+            if not link.exists():
+                wd.raw.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path.resolve(), target_is_directory=True)
+        out.append(path.name)
+    return list(dict.fromkeys(out))
+
+
+def _default_prepare(workdir: Path, dataset: str) -> None:
+    from ..training import ensure_prepared
+
+    ensure_prepared(workdir, dataset)
+
+
+def prepare_datasets(workdir: Path, datasets: list[str], prepare_fn: Callable | None,
+                     log: Callable[[str], None]) -> dict[str, dict]:
+    """Plan + preprocess each dataset exactly once (skipped when up to date); return its plans."""
+    prepare_fn = prepare_fn or _default_prepare
+    plans = {}
+    for ds in datasets:
+        log(f"preparing {ds} (plan + preprocess; cached) ...")
+        prepare_fn(Path(workdir), ds)
+        path = Workdir(Path(workdir)).preprocessed(ds) / "plans.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: preparing {ds} wrote no plans.json")
+        plans[ds] = read_json(path)
+    return plans
+
+
+def load_methods(names: list[str] | None) -> dict[str, type]:
+    """Method classes by name: the built-ins when ``names`` is ``None``; named ones (plugins included)."""
+    from .. import methods as registry
+
+    if names:
+        if hasattr(registry, "load_plugins"):
+            registry.load_plugins()
+        return {n: registry.get_method(n) for n in dict.fromkeys(names)}
+    # installed plugins and single-file methods join a grid only when named
+    return {n: registry.get_method(n) for n in registry.list_methods(builtin_only=True)}
+
+
+def _n_labelled(workdir: Path, dataset: str) -> int | None:
+    from ..io import DatasetError, RawDataset
+
+    try:
+        return len(RawDataset(Workdir(Path(workdir)).raw_dataset(dataset)).train_cases())
+    except DatasetError:
+        return None
+
+
+def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
+                  budgets: list | None = None, seeds: list[int] | None = None, preset: str | None = None,
+                  executor: str = "local", *, cell_fn: Callable | None = None, prepare_fn: Callable | None = None,
+                  method_classes: dict[str, type] | None = None, workers: int | None = None,
+                  leaderboard: bool = True, progress: bool = True, extra: dict | None = None,
+                  executor_options: dict | None = None, stream=None) -> tuple[RunSummary, list[Cell]]:
+    """The API behind ``medseg-bench run`` (see module docstring). Returns the summary and the grid.
+
+    ``cell_fn``, ``prepare_fn`` and ``method_classes`` replace the engine, the preparation step and the
+    method registry (dependency injection for tests and custom drivers).
+    """
+    stream = stream or sys.stderr
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, file=stream, flush=True)
+
+    workdir = Path(workdir)
+    preset = preset or default_preset()
+    if preset not in PRESET_DEFAULTS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_DEFAULTS)}")
+    defaults = PRESET_DEFAULTS[preset]
+    grid_budgets = parse_budgets(budgets if budgets else defaults["budgets"])  # usage errors first
+    grid_seeds = list(seeds) if seeds else list(defaults["seeds"])
+    names = datasets or builtin_datasets(defaults["size"])
+    ds_names = resolve_datasets(workdir, names, defaults["size"], log)
+    plans = prepare_datasets(workdir, ds_names, prepare_fn, log)
+    classes = method_classes if method_classes is not None else load_methods(methods)
+    if methods and method_classes is not None:
+        missing = [m for m in methods if m not in classes]
+        if missing:
+            raise KeyError(f"unknown method(s) {', '.join(missing)}; available: {', '.join(sorted(classes))}")
+        classes = {m: classes[m] for m in methods}
+    n_lab = {ds: _n_labelled(workdir, ds) for ds in ds_names}
+    cells = expand_grid(plans, classes, grid_budgets, grid_seeds, preset, n_labelled=n_lab,
+                        explicit_methods=bool(methods), warn=log)
+    if not cells:
+        raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
+    update_manifest(workdir, cells)
+    estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
+                 for c in cells}
+    from .executors import make_executor
+    from .results import cell_is_done
+
+    todo = sum(not cell_is_done(workdir, c) for c in cells)
+    cores = os.cpu_count() or 1
+    n_workers = workers if workers is not None else max(1, min(cores, todo))
+    ex = make_executor(executor, workdir, workers=n_workers, **(executor_options or {}))
+    log(f"grid: {len(cells)} cells ({todo} to run) on {len(ds_names)} dataset(s), preset {preset}, "
+        f"executor {executor}" + (f" with {n_workers} worker(s)" if executor == "local" else ""))
+
+    def shared(name: str) -> bool:
+        return bool(getattr(classes.get(name), "shared_stages", None))
+
+    kwargs = {"cell_fn": cell_fn} if cell_fn is not None else {}
+    summary = run_cells(workdir, cells, ex, estimates=estimates, shared_stage=shared, extra=extra,
+                        progress=progress, stream=stream, **kwargs)
+    log(summary.format())
+    if leaderboard:
+        from ..leaderboard import build_leaderboard
+
+        out = Workdir(workdir).leaderboards
+        build_leaderboard(load_records(results_dir(workdir)), out, manifest_dir=results_dir(workdir))
+        log(f"leaderboard: {out / 'README.md'} and {out / 'index.html'}")
+    return summary, cells
+
+
+def run_command(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
+                budgets: list[str] | None = None, seeds: list[int] | None = None, preset: str | None = None,
+                executor: str = "local") -> int:
+    """CLI handler: 0 when every cell is done, 1 when some failed (the leaderboard is written anyway),
+    2 for a usage error (unknown dataset, method or budget)."""
+    try:
+        summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor)
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    return 0 if summary.ok else 1

@@ -1,0 +1,273 @@
+"""Benchmark grids: presets' default budgets and seeds, cells, and grid expansion.
+
+A **cell** is ``(dataset, preset, configuration, method, budget, seed)`` (ARCHITECTURE.md). Its key,
+``<dataset>__<preset>__<config>__<method>__b<budget>__s<seed>``, names its results record; its run
+folder is :meth:`medseg_bench.workdir.Workdir.run_dir`. Both are deterministic, so a re-run finds the
+cells that are already done.
+
+Expansion reads only the dataset's ``plans.json`` (configurations, the preset's recommended
+configuration and cost estimates) and each method's class attributes; it never touches data.
+
+Example::
+
+    >>> parse_budget("all"), parse_budget("4")
+    ('all', 4)
+    >>> Cell("ct_hip_small", "demo", "3d_fullres", "supervised", 2, 0).key
+    'ct_hip_small__demo__3d_fullres__supervised__b2__s0'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = [
+    "ALL",
+    "CONFIG_DIMS",
+    "PRESETS",
+    "PRESET_DEFAULTS",
+    "Cell",
+    "budget_sort_key",
+    "default_preset",
+    "estimate_cost_s",
+    "expand_grid",
+    "method_budgets",
+    "parse_budget",
+    "parse_budgets",
+    "resolve_configuration",
+]
+
+ALL = "all"
+PRESETS = ("demo", "quick", "paper")
+#: default budgets / seeds / built-in dataset size of each preset (the grid `medseg-bench run` runs)
+PRESET_DEFAULTS: dict[str, dict] = {
+    # demo: the whole default grid in <= 15 min on 2 CPU cores (smoke-level leaderboard)
+    "demo": {"budgets": (0, 2, ALL), "seeds": (0,), "size": "small"},
+    # quick: the CPU reference benchmark (run with --seeds 0 1 2 for the committed leaderboard)
+    "quick": {"budgets": (0, 2, 4, 8, ALL), "seeds": (0,), "size": "small"},
+    # paper: the papers' schedules on a GPU
+    "paper": {"budgets": (0, 1, 2, 4, 8, 16, ALL), "seeds": (0, 1, 2), "size": "full"},
+}
+#: spatial dimensionality a configuration trains in
+CONFIG_DIMS = {"2d": 2, "3d_fullres": 3, "3d_lowres": 3}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def parse_budget(value: int | str) -> int | str:
+    """A label budget: a non-negative integer (labelled training cases) or ``"all"``.
+
+    Raises:
+        ValueError: anything else, e.g. ``"-1"`` or ``"half"``.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid budget {value!r}: use a non-negative integer or 'all'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid budget {value}: must be >= 0")
+        return value
+    text = str(value).strip().lower()
+    if text == ALL:
+        return ALL
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"invalid budget {value!r}: use a non-negative integer or 'all'")
+
+
+def parse_budgets(values: Iterable[int | str]) -> list[int | str]:
+    """Parse, de-duplicate and sort budgets (integers ascending, ``all`` last)."""
+    return sorted({parse_budget(v) for v in values}, key=budget_sort_key)
+
+
+def budget_sort_key(budget: int | str) -> tuple[int, int]:
+    """Sort key putting integer budgets in order and ``"all"`` after them."""
+    return (1, 0) if budget == ALL else (0, int(budget))
+
+
+def default_preset() -> str:
+    """``paper`` when a CUDA GPU is visible, else ``demo`` (the default benchmark on a CPU)."""
+    try:
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "demo"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "demo"
+
+
+@dataclass(frozen=True, order=False)
+class Cell:
+    """One unit of work: a method trained at one label budget and seed on one dataset."""
+
+    dataset: str
+    preset: str
+    configuration: str
+    method: str
+    budget: int | str
+    seed: int
+
+    def __post_init__(self):
+        for field_name in ("dataset", "preset", "configuration", "method"):
+            value = getattr(self, field_name)
+            if not isinstance(value, str) or not _NAME_RE.match(value) or "__" in value:
+                raise ValueError(f"cell {field_name} {value!r}: use letters, digits, '_', '-', '.' (no '__')")
+        object.__setattr__(self, "budget", parse_budget(self.budget))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def key(self) -> str:
+        """File-name key of the cell's results record (without ``.json``)."""
+        return (f"{self.dataset}__{self.preset}__{self.configuration}__{self.method}"
+                f"__b{self.budget}__s{self.seed}")
+
+    @classmethod
+    def from_key(cls, key: str) -> Cell:
+        """Inverse of :attr:`key` (accepts a trailing ``.json``)."""
+        parts = key.removesuffix(".json").split("__")
+        if len(parts) != 6 or not parts[4].startswith("b") or not parts[5].startswith("s"):
+            raise ValueError(f"{key!r} is not a cell key (dataset__preset__config__method__b<budget>__s<seed>)")
+        return cls(parts[0], parts[1], parts[2], parts[3], parts[4][1:], int(parts[5][1:]))
+
+    def to_dict(self) -> dict:
+        """The ``cell`` block of a results record (``configuration`` spelled out)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Cell:
+        config = d.get("configuration", d.get("config"))
+        return cls(d["dataset"], d["preset"], config, d["method"], d["budget"], d["seed"])
+
+    def run_dir(self, workdir: Path) -> Path:
+        from ..workdir import Workdir
+
+        return Workdir(Path(workdir)).run_dir(self.dataset, self.preset, self.configuration, self.method,
+                                              self.budget, self.seed)
+
+    def label(self) -> str:
+        """Short human-readable name for progress lines."""
+        return f"{self.dataset}/{self.configuration}/{self.method} b{self.budget} s{self.seed}"
+
+
+def method_budgets(method, budgets: Sequence[int | str], n_labelled: int | None = None) -> list[int | str]:
+    """The budgets among ``budgets`` at which ``method`` appears.
+
+    ``method.budgets`` (METHODS contract): ``"zero_only"`` (unsupervised, classical: budget 0),
+    ``"labelled"`` (integer budgets >= 1), ``"all_only"`` (``supervised_full``: ``all``),
+    ``"labelled_and_all"`` (integer budgets >= 1 and ``all``). A method may instead define
+    ``applies_to_budget(budget) -> bool``. Integer budgets above ``n_labelled`` (the dataset's labelled
+    training cases, when known) are dropped: they cannot be drawn.
+    """
+    hook = getattr(method, "applies_to_budget", None)
+    rule = getattr(method, "budgets", "labelled")
+    out = []
+    for b in budgets:
+        if b != ALL and n_labelled is not None and b > n_labelled:
+            continue
+        if callable(hook):
+            ok = bool(hook(b))
+        elif rule == "zero_only":
+            ok = b == 0
+        elif rule == "all_only":
+            ok = b == ALL
+        elif rule == "labelled":
+            ok = b != ALL and b >= 1
+        elif rule == "labelled_and_all":
+            ok = b == ALL or b >= 1
+        elif rule == "any":
+            ok = True
+        else:
+            raise ValueError(f"method {getattr(method, 'name', method)!r}: unknown budgets rule {rule!r}")
+        if ok:
+            out.append(b)
+    return out
+
+
+def resolve_configuration(method, plans: dict, preset: str) -> str | None:
+    """The configuration a method trains in for ``preset``, or ``None`` when none fits its dims.
+
+    Order: the method's ``recommended_configuration(plans, preset)`` hook when it has one, else the
+    plan's ``presets[preset].recommended_configuration``; if the method does not support that
+    configuration's dimensionality (e.g. a 2D-only method on a 3D dataset), the planned configuration
+    that matches one of ``method.dims`` (``2d`` first) is taken.
+    """
+    planned = list((plans.get("presets", {}).get(preset, {}) or {}).get("configurations", {}) or
+                   plans.get("configurations", {}))
+    hook = getattr(method, "recommended_configuration", None)
+    chosen = None
+    if callable(hook):
+        try:
+            chosen = hook(plans, preset)
+        except TypeError:  # hook without arguments
+            chosen = hook()
+    if chosen is None:
+        chosen = (plans.get("presets", {}).get(preset, {}) or {}).get("recommended_configuration")
+    dims = tuple(getattr(method, "dims", (2, 3)))
+    if chosen in planned and CONFIG_DIMS.get(chosen, 0) in dims:
+        return chosen
+    for config in sorted(planned, key=lambda c: (CONFIG_DIMS.get(c, 9), c)):
+        if CONFIG_DIMS.get(config) in dims:
+            return config
+    return None
+
+
+def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int | str) -> float:
+    """Rough wall time of one cell in seconds, used only to order cells (longest first) and for ETA.
+
+    ``method.estimate_cost_s(plans, preset, config, budget)`` when defined, else the plan's
+    ``num_iterations * step_time_estimate_s`` times ``method.cost_factor`` (default 1); 1 s when the
+    plan has no estimate.
+    """
+    hook = getattr(method, "estimate_cost_s", None)
+    if callable(hook):
+        try:
+            return float(hook(plans, preset, config, budget))
+        except Exception:  # an estimate must never stop a run
+            pass
+    cfg = ((plans.get("presets", {}).get(preset, {}) or {}).get("configurations", {}) or {}).get(config, {})
+    try:
+        base = float(cfg.get("num_iterations", 0)) * float(cfg.get("step_time_estimate_s", 0))
+    except (TypeError, ValueError):
+        base = 0.0
+    return max(base, 1.0) * float(getattr(method, "cost_factor", 1.0) or 1.0)
+
+
+def expand_grid(
+    datasets: dict[str, dict],
+    methods: dict[str, object],
+    budgets: Sequence[int | str],
+    seeds: Sequence[int],
+    preset: str,
+    n_labelled: dict[str, int] | None = None,
+    explicit_methods: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[Cell]:
+    """All cells of a grid, in a stable order (dataset, method, budget, seed).
+
+    Args:
+        datasets: dataset name -> its ``plans.json`` content.
+        methods: method name -> method class (registry order is irrelevant: names are sorted).
+        budgets, seeds: the grid's budgets and seeds.
+        preset: ``demo``, ``quick`` or ``paper``.
+        n_labelled: dataset -> number of labelled training cases (drops budgets that cannot be drawn).
+        explicit_methods: the user named the methods; a named method that fits no cell of a dataset
+            is reported through ``warn`` instead of vanishing silently.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    budgets = parse_budgets(budgets)
+    cells: list[Cell] = []
+    for ds in sorted(datasets):
+        plans = datasets[ds]
+        for name in sorted(methods):
+            method = methods[name]
+            config = resolve_configuration(method, plans, preset)
+            applicable = method_budgets(method, budgets, (n_labelled or {}).get(ds)) if config else []
+            if not applicable:
+                if explicit_methods and warn:
+                    why = "no configuration fits its dims" if config is None else "no requested budget applies"
+                    warn(f"method {name} skipped on {ds}: {why}")
+                continue
+            for b in applicable:
+                for s in sorted(set(int(x) for x in seeds)):
+                    cells.append(Cell(ds, preset, config, name, b, s))
+    return cells

@@ -1,0 +1,233 @@
+"""The results store: one JSON record per cell under ``<workdir>/results/`` (contracts.md).
+
+``<workdir>/results/<cell key>.json`` holds the cell's record (``status`` ``done`` or ``failed``);
+``<workdir>/results/_grid.json`` lists every cell a ``run`` asked for, so a leaderboard can show a cell
+that never produced a record as *missing* instead of dropping it. Leaderboards read only this folder.
+
+A cell is **done** when its run folder holds the engine's ``DONE`` marker; its record is then copied
+here (again, if a crash came between the two). Writes are atomic (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .grid import Cell, budget_sort_key
+
+__all__ = [
+    "DONE_MARKER",
+    "GRID_MANIFEST",
+    "RECORD_VERSION",
+    "RecordError",
+    "cell_is_done",
+    "environment_info",
+    "failure_record",
+    "git_commit",
+    "load_manifest",
+    "load_records",
+    "read_json",
+    "record_path",
+    "results_dir",
+    "sync_done_record",
+    "update_manifest",
+    "write_json_atomic",
+    "write_record",
+]
+
+RECORD_VERSION = 1
+DONE_MARKER = "DONE"
+GRID_MANIFEST = "_grid.json"
+
+
+class RecordError(ValueError):
+    """A results record is malformed; the message names the file."""
+
+
+def results_dir(workdir: Path) -> Path:
+    return Path(workdir) / "results"
+
+
+def record_path(workdir: Path, cell: Cell) -> Path:
+    return results_dir(workdir) / f"{cell.key}.json"
+
+
+def write_json_atomic(path: Path, obj) -> Path:
+    """Write ``obj`` as indented JSON through a temp file in the same folder and ``os.replace``.
+
+    Non-finite floats are written as JSON's de-facto ``Infinity``/``NaN`` tokens (Python's reader,
+    and :func:`read_json`, accept them).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: Path):
+    """Read a JSON file; a malformed file raises :class:`RecordError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{path}: cannot read JSON ({exc})") from exc
+
+
+def _validate(record, path: Path) -> dict:
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a record must be a JSON object")
+    if "cell" not in record or "status" not in record:
+        raise RecordError(f"{path}: a record needs 'cell' and 'status' (see contracts.md)")
+    try:
+        Cell.from_dict(record["cell"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RecordError(f"{path}: malformed 'cell' block ({exc})") from exc
+    if record["status"] not in ("done", "failed"):
+        raise RecordError(f"{path}: status must be 'done' or 'failed', not {record['status']!r}")
+    return record
+
+
+def write_record(workdir: Path, record: dict) -> Path:
+    """Store a cell's record under ``results/`` (atomic). Returns its path."""
+    cell = Cell.from_dict(record["cell"])
+    return write_json_atomic(record_path(workdir, cell), record)
+
+
+def load_records(folder: Path, errors: list[str] | None = None) -> list[dict]:
+    """All records in a results folder, sorted by cell key (deterministic).
+
+    Files starting with ``_`` or ``.`` are not records. A malformed record raises
+    :class:`RecordError`, unless ``errors`` is a list: then its message is appended and it is skipped.
+    """
+    folder = Path(folder)
+    out = []
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith(("_", ".")):
+            continue
+        try:
+            out.append(_validate(read_json(path), path))
+        except RecordError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+    return out
+
+
+def cell_is_done(workdir: Path, cell: Cell) -> bool:
+    """The engine wrote the cell's ``DONE`` marker (written last, atomically)."""
+    return (cell.run_dir(workdir) / DONE_MARKER).is_file()
+
+
+def sync_done_record(workdir: Path, cell: Cell) -> dict | None:
+    """For a done cell, make sure ``results/`` holds its record; return it (``None`` if not done).
+
+    The copy is refreshed when the run folder's ``record.json`` is newer (e.g. a crash between the
+    engine's ``DONE`` and the runner's copy).
+    """
+    if not cell_is_done(workdir, cell):
+        return None
+    src = cell.run_dir(workdir) / "record.json"
+    dst = record_path(workdir, cell)
+    if dst.is_file() and (not src.is_file() or dst.stat().st_mtime >= src.stat().st_mtime):
+        record = read_json(dst)
+        if record.get("status") == "done":
+            return record
+    if not src.is_file():
+        raise RecordError(f"{src}: cell is marked DONE but its record.json is missing")
+    record = _validate(read_json(src), src)
+    write_record(workdir, record)
+    return record
+
+
+def git_commit(repo_dir: Path | None = None) -> str | None:
+    """The commit of the source tree this package runs from, or ``None`` outside a git checkout."""
+    repo_dir = Path(repo_dir or Path(__file__).resolve().parents[2])
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def environment_info() -> dict:
+    """Software and machine facts stored with every record (no secrets, no paths)."""
+    import numpy
+
+    info = {"python": platform.python_version(), "numpy": numpy.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count()}
+    for mod in ("torch", "monai"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def failure_record(cell: Cell, error: BaseException | str, started: str | None = None,
+                   wall_time_s: float | None = None, method_info: dict | None = None) -> dict:
+    """A ``failed`` record for a cell (contracts.md schema; ``error`` holds the traceback text)."""
+    from .. import __version__
+
+    if isinstance(error, BaseException):
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    else:
+        text = str(error)
+    return {
+        "record_version": RECORD_VERSION,
+        "cell": cell.to_dict(),
+        "status": "failed",
+        "error": text,
+        "method_info": method_info or {},
+        "budget_cases": [],
+        "n_labelled": None,
+        "provenance": {"code_version": __version__, "git_commit": git_commit(),
+                       "environment": environment_info(), "started": started, "finished": _now(),
+                       "wall_time_s": wall_time_s},
+        "metrics": None,
+    }
+
+
+def _cell_sort_key(d: dict):
+    return (d["dataset"], d["preset"], d["configuration"], d["method"], budget_sort_key(d["budget"]), d["seed"])
+
+
+def update_manifest(workdir: Path, cells: list[Cell]) -> Path:
+    """Add ``cells`` to ``results/_grid.json`` (the union of every grid run in this workdir)."""
+    path = results_dir(workdir) / GRID_MANIFEST
+    known = {Cell.from_dict(d) for d in load_manifest(workdir)}
+    known.update(cells)
+    rows = sorted((c.to_dict() for c in known), key=_cell_sort_key)
+    return write_json_atomic(path, {"cells": rows})
+
+
+def load_manifest(workdir_or_results: Path) -> list[dict]:
+    """Cells listed in ``_grid.json`` (accepts the workdir or its ``results/`` folder)."""
+    p = Path(workdir_or_results)
+    path = p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
+    if not path.is_file():
+        return []
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise RecordError(f"{path}: expected {{'cells': [...]}}")
+    return data["cells"]

@@ -1,0 +1,97 @@
+"""The local runner end to end with a fake engine: skip, resume, failure capture, crash isolation."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare
+
+from medseg_bench.bench import load_manifest, load_records, run_benchmark
+from medseg_bench.bench.cli import run_command
+from medseg_bench.io import Geometry, RawDatasetWriter
+
+
+def _toy_dataset(root, name, n_train=4):
+    w = RawDatasetWriter(root / "raw" / name, {"0": "gray"}, {"background": 0, "fg": 1}, ".nii.gz")
+    g = Geometry(spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    for i in range(n_train + 2):
+        img = np.zeros((1, 8, 8), np.float32)
+        img[0, 2:5, 2:5] = 1
+        w.add_case(f"c{i}", img, g, label=(img[0] > 0).astype(np.uint8), subset="train" if i < n_train else "test")
+    w.finalize()
+
+
+@pytest.fixture()
+def wd(tmp_path):
+    _toy_dataset(tmp_path, "toy_a")
+    _toy_dataset(tmp_path, "toy_b")
+    return tmp_path
+
+
+def _calls(wd):
+    p = wd / "calls.log"
+    return p.read_text().splitlines() if p.exists() else []
+
+
+def _run(wd, methods=METHODS, **kw):
+    kw.setdefault("budgets", [0, 2, "all"])
+    return run_benchmark(wd, datasets=["toy_a", "toy_b"], preset="demo", cell_fn=fake_cell_fn,
+                         prepare_fn=fake_prepare, method_classes=methods, progress=False, leaderboard=False, **kw)
+
+
+def test_run_skip_and_resume(wd):
+    summary, cells = _run(wd, workers=2)
+    assert summary.ok and summary.done == len(cells) == 2 * 4
+    assert len(_calls(wd)) == len(cells)
+    assert all("threads=1" in line for line in _calls(wd))  # one torch thread per worker
+    assert len({line.split("pid=")[1].split()[0] for line in _calls(wd)}) <= 2  # pool of <= 2 processes
+    records = load_records(wd / "results")
+    assert len(records) == len(cells) and all(r["status"] == "done" for r in records)
+    assert len(load_manifest(wd)) == len(cells)
+    assert (wd / "prepare.log").read_text().split() == ["toy_a", "toy_b"]  # each dataset prepared once
+
+    # re-running a finished grid does no work and is fast
+    t0 = time.monotonic()
+    again, _ = _run(wd, workers=2)
+    assert again.skipped == len(cells) and again.done == 0
+    assert len(_calls(wd)) == len(cells) and time.monotonic() - t0 < 10
+
+    # a killed grid: two cells lost their DONE marker and record -> only they run again
+    lost = [c for c in cells if c.method == "semi"][:2]
+    for c in lost:
+        (c.run_dir(wd) / "DONE").unlink()
+        (wd / "results" / f"{c.key}.json").unlink()
+    resumed, _ = _run(wd, workers=1)
+    assert resumed.done == 2 and resumed.skipped == len(cells) - 2
+    assert len(_calls(wd)) == len(cells) + 2
+
+
+def test_failures_are_recorded_and_do_not_stop_the_grid(wd):
+    methods = {**METHODS, "broken": Broken, "crash": Crash}
+    summary, cells = _run(wd, methods=methods, workers=2, budgets=[2])
+    failed = {c.method for c, _ in summary.failed}
+    assert failed == {"broken", "crash"}
+    assert summary.done == len(cells) - 4  # 2 datasets x (broken, crash)
+    records = {(r["cell"]["dataset"], r["cell"]["method"]): r for r in load_records(wd / "results")}
+    assert "deliberately broken method" in records[("toy_a", "broken")]["error"]
+    assert "worker" in records[("toy_a", "crash")]["error"]
+    assert records[("toy_a", "semi")]["status"] == "done"
+    assert "FAILED" in summary.format()
+    # failed cells are retried on the next run (they have no DONE marker); finished ones are not
+    n = len(_calls(wd))
+    again, _ = _run(wd, methods={"broken": Broken, "semi": METHODS["semi"]}, workers=0, budgets=[2])
+    assert again.skipped == 2 and len(again.failed) == 2
+    assert len(_calls(wd)) == n + 2
+
+
+def test_run_command_usage_errors(wd, capsys):
+    assert run_command(wd, datasets=["no_such_dataset"], preset="demo") == 2
+    assert "no_such_dataset" in capsys.readouterr().err
+    assert run_command(wd, datasets=["toy_a"], budgets=["lots"], preset="demo") == 2
+
+
+def test_record_files_are_valid_json(wd):
+    _run(wd, workers=0, budgets=[0])
+    for p in (wd / "results").glob("*.json"):
+        json.loads(p.read_text())
