@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._parallel import pick, variants
 
 __all__ = ["dice", "dice_iou_from_counts", "iou", "overlap_counts"]
 
 
-@njit(cache=True, parallel=True, nogil=True)
 def _counts_kernel(a, b):
     n = a.shape[0]
     chunk = 1 << 16
@@ -38,6 +39,9 @@ def _counts_kernel(a, b):
     return ca.sum(), cb.sum(), cab.sum()
 
 
+_COUNTS = variants(_counts_kernel)
+
+
 def _flat_mask(x) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype != np.bool_:
@@ -51,7 +55,7 @@ def overlap_counts(pred, ref) -> tuple[int, int, int]:
         raise ValueError(f"pred and ref shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
     a = _flat_mask(pred)
     b = _flat_mask(ref)
-    n_a, n_b, n_ab = _counts_kernel(a, b)
+    n_a, n_b, n_ab = pick(_COUNTS, a.size)(a, b)
     return int(n_a), int(n_b), int(n_ab)
 
 

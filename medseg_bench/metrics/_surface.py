@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from . import _surface_kernels as K
+from ._parallel import pick
 
 __all__ = [
     "DEFAULT_NSD_TOLERANCE",
@@ -71,7 +72,7 @@ class _Surface:
     __slots__ = ("pts", "flat", "origin", "strides", "lo", "hi")
 
     def __init__(self, mask3: np.ndarray, use_axis0: bool, pad: np.ndarray):
-        lo, hi = K.bounding_box(mask3)
+        lo, hi = pick(K.BOUNDING_BOX, mask3.size)(mask3)
         self.lo, self.hi = lo, hi
         if np.any(hi < lo):
             self.pts = np.empty((0, 3), np.int64)
@@ -79,8 +80,9 @@ class _Surface:
             return
         shape = tuple(int(v) for v in (hi - lo + 1 + 2 * pad))
         box = np.zeros(shape, np.uint8)
-        counts = K.surface_in_box(mask3, use_axis0, lo, hi, pad, box)
-        self.pts = K.gather_points(box, counts, lo, hi, pad)
+        work = int(np.prod(hi - lo + 1))
+        counts = pick(K.SURFACE_IN_BOX, work)(mask3, use_axis0, lo, hi, pad, box)
+        self.pts = pick(K.GATHER_POINTS, work)(box, counts, lo, hi, pad)
         self.flat = box.reshape(-1)
         self.origin = lo - pad
         self.strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
@@ -101,7 +103,8 @@ def _directed(query: _Surface, target: _Surface, sp3, walk) -> np.ndarray:
         return np.full(n, np.inf)
     offsets, offset_dist = walk
     flat_offsets = offsets @ target.strides
-    d = K.nearest_by_walk(
+    walk_kernel = pick(K.NEAREST_BY_WALK, n * 64)  # ~64 offsets tried per query on typical inputs
+    d = walk_kernel(
         query.pts,
         target.flat,
         target.origin,
@@ -117,7 +120,8 @@ def _directed(query: _Surface, target: _Surface, sp3, walk) -> np.ndarray:
         # Beyond the walk radius: KD-tree for the neighbour, canonical formula for the distance.
         tree = cKDTree(target.pts * sp3, leafsize=32, balanced_tree=False, compact_nodes=False)
         q = query.pts[todo]
-        _, idx = tree.query(q * sp3, k=1, workers=numba.get_num_threads())
+        workers = numba.get_num_threads() if todo.size >= 4096 else 1
+        _, idx = tree.query(q * sp3, k=1, workers=workers)
         d[todo] = K.canonical_distances(q, target.pts[idx], sp3)
     return d
 

@@ -15,8 +15,10 @@ points (``_surface.py``); the walk proves their distance exceeds the radius, so 
 together are exact. Distances are ``sqrt(sum((delta_index * spacing) ** 2))`` in float64 on both
 paths, so the result does not depend on which path answered.
 
-The target surface is written into a zero-padded volume (pad = walk radius per axis), which
-removes all bounds checks from the walk and lets it use flat-index offsets.
+The target surface is written into a zero-padded box (pad = 2 walk radii per axis), which removes
+all bounds checks from the walk and lets it use flat-index offsets.
+
+Each kernel exists parallel and serial (``_parallel.variants``); :func:`pick` chooses by work size.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._parallel import variants
 
-@njit(cache=True, parallel=True, nogil=True)
-def bounding_box(mask):
+
+def _bounding_box(mask):
     """Inclusive bounding box of a bool (Z, Y, X) mask: ``(lo (3,), hi (3,))``; ``hi < lo`` if empty."""
     Z, Y, X = mask.shape
     first = np.full(Z * Y, X, np.int64)
@@ -58,8 +61,10 @@ def bounding_box(mask):
     return lo, hi
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def surface_in_box(mask, use_axis0, lo, hi, pad, out):
+BOUNDING_BOX = variants(_bounding_box)
+
+
+def _surface_in_box(mask, use_axis0, lo, hi, pad, out):
     """Mark the surface of ``mask`` inside its bounding box ``[lo, hi]`` in the padded ``out``.
 
     A surface voxel is a foreground voxel with a face-neighbour outside the mask or outside the
@@ -98,8 +103,10 @@ def surface_in_box(mask, use_axis0, lo, hi, pad, out):
     return counts
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def gather_points(surf, counts, lo, hi, pad):
+SURFACE_IN_BOX = variants(_surface_in_box)
+
+
+def _gather_points(surf, counts, lo, hi, pad):
     """Collect the surface voxels marked in ``surf`` as int64 (n, 3) image indices, in scan order.
 
     ``counts`` is the per-row count from :func:`surface_in_box`. Scan order keeps consecutive
@@ -127,8 +134,10 @@ def gather_points(surf, counts, lo, hi, pad):
     return pts
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def nearest_by_walk(pts, target_flat, origin, strides, flat_offsets, offset_dist, lo, hi, sp):
+GATHER_POINTS = variants(_gather_points)
+
+
+def _nearest_by_walk(pts, target_flat, origin, strides, flat_offsets, offset_dist, lo, hi, sp):
     """Exact nearest-target distances for the queries ``pts`` whose nearest target is within R.
 
     ``target_flat`` is the target's padded surface box raveled (``origin`` = image index of its
@@ -166,6 +175,9 @@ def nearest_by_walk(pts, target_flat, origin, strides, flat_offsets, offset_dist
                     break
         out[i] = res
     return out
+
+
+NEAREST_BY_WALK = variants(_nearest_by_walk)
 
 
 @njit(cache=True, nogil=True)
