@@ -7,7 +7,16 @@ Public API::
 
 from .cells import CellTask, execute_cell
 from .cli import run_benchmark
-from .grid import ALL, PRESET_DEFAULTS, PRESETS, Cell, expand_grid, method_budgets, parse_budget, parse_budgets
+from .grid import (
+    ALL,
+    PRESET_DEFAULTS,
+    PRESETS,
+    Cell,
+    expand_grid,
+    method_budgets,
+    parse_budget,
+    parse_budgets,
+)
 from .results import (
     cell_is_done,
     failure_record,

@@ -1,0 +1,280 @@
+"""Markdown and CSV renderings of annotated boards (deterministic: same records, same bytes).
+
+No timestamps, no absolute paths and fixed number formats, so ``medseg-bench leaderboard`` rebuilds
+the committed files byte for byte from the committed records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from .aggregate import HIGHER_IS_BETTER, Board, BoardCell, BoardRow
+from .stats import ALPHA
+
+__all__ = ["METRIC_TITLES", "board_csv", "board_markdown", "fmt", "overall_ranking", "readme_markdown"]
+
+METRIC_TITLES = {"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "aji": "AJI", "pq": "PQ"}
+_DIGITS = {"dice": 3, "aji": 3, "pq": 3, "hd95": 2, "assd": 2}
+DEMO_BANNER = ("> **Demo leaderboard.** Preset `demo`: smoke-level training schedules on small simulated data, "
+               "one seed. It shows that the pipeline works end to end; its numbers are not benchmark results.")
+
+
+def fmt(v, digits: int = 3) -> str:
+    """Fixed-point text; ``nan`` -> ``—``; ``inf`` -> ``inf``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.{digits}f}"
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _units(board: Board, metric: str) -> str:
+    return " (spacing units)" if metric in ("hd95", "assd") else ""
+
+
+def _seeds_note(cell: BoardCell) -> str:
+    n = len(cell.expected)
+    parts = []
+    if cell.failed:
+        parts.append(f"{len(cell.failed)} failed")
+    if cell.missing:
+        parts.append(f"{len(cell.missing)} missing")
+    return f" ({len(cell.done)}/{n} seeds; {', '.join(parts)})" if parts else ""
+
+
+def cell_text(cell: BoardCell | None, metric: str, best: bool) -> str:
+    """One table cell: ``0.812 ± 0.013`` (+ marker, partial-seed note) or ``failed``/``missing``/``·``."""
+    if cell is None:
+        return "·"
+    status = cell.status
+    if status in ("failed", "missing"):
+        return status
+    d = _DIGITS.get(metric, 3)
+    text = f"{fmt(cell.mean.get(metric), d)} ± {fmt(cell.std.get(metric), d)}"
+    if best:
+        text = f"**{text}**"
+    marker = cell.marker.get(metric, "")
+    if marker:
+        text += f" {marker}"
+    n_inf = cell.n_inf.get(metric, 0)
+    if n_inf and metric in ("hd95", "assd"):
+        text += f" [{n_inf} inf]"
+    return text + _seeds_note(cell)
+
+
+def _best(board: Board, rows: list[BoardRow], metric: str) -> dict:
+    """budget -> label of the best row (ties: all of them) among ``rows``."""
+    out = {}
+    hib = HIGHER_IS_BETTER.get(metric, True)
+    for b in board.budgets:
+        vals = {r.label: r.cells[b].mean.get(metric, math.nan) for r in rows if b in r.cells and r.cells[b].done}
+        vals = {k: v for k, v in vals.items() if not math.isnan(v)}
+        if vals:
+            target = max(vals.values()) if hib else min(vals.values())
+            out[b] = {k for k, v in vals.items() if v == target}
+    return out
+
+
+def _ordered(rows: list[BoardRow]) -> list[BoardRow]:
+    """Rows grouped by the first budget they run at (left to right, like the columns), then by rank."""
+    from ..bench.grid import budget_sort_key
+
+    def first_budget(r: BoardRow):
+        return min((budget_sort_key(b) for b in r.cells), default=(9, 0))
+
+    return sorted(rows, key=lambda r: (first_budget(r), r.mean_rank is None, r.mean_rank or 0.0, r.label))
+
+
+def _metric_table(board: Board, rows: list[BoardRow], metric: str, with_rank: bool) -> list[str]:
+    best = _best(board, rows, metric)
+    head = ["method", "family"] + [f"b={b}" for b in board.budgets] + (["mean rank"] if with_rank else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for r in rows:
+        label = r.label + (" (submitted)" if r.submitted else "")
+        cells = [cell_text(r.cells.get(b), metric, r.label in best.get(b, ())) for b in board.budgets]
+        tail = [fmt(r.mean_rank, 2) if r.mean_rank is not None else "—"] if with_rank else []
+        lines.append("| " + " | ".join([_esc(label), r.family] + cells + tail) + " |")
+    return lines
+
+
+def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict | None = None) -> str:
+    """The ``<dataset>.md`` section of one board (see module docstring for determinism)."""
+    out = [f"## {board.dataset} — preset `{board.preset}`", ""]
+    if board.demo:
+        out += [DEMO_BANNER, ""]
+    seeds = ", ".join(str(s) for s in board.seeds) or "—"
+    out += [f"Seeds {seeds} · {board.n_cases} test cases · budgets = labelled training cases. "
+            "Values: mean over test cases, then mean ± std over seeds; class metrics are averaged over "
+            "foreground classes.", ""]
+    main = _ordered([r for r in board.rows if not r.oracle])
+    oracle = _ordered([r for r in board.rows if r.oracle])
+    for metric in board.metrics:
+        arrow = "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+        out += [f"### {METRIC_TITLES.get(metric, metric)} {arrow}{_units(board, metric)}", ""]
+        out += _metric_table(board, main, metric, with_rank=metric == "dice")
+        if oracle:
+            out += ["", "Oracle rows (classes chosen with ground truth; ranked separately, never beside "
+                        "label-free rows):", ""]
+            out += _metric_table(board, oracle, metric, with_rank=metric == "dice")
+        out.append("")
+    out += ["Legend: **bold** = best per budget; ▲ / ▼ = significantly better / worse than the reference row "
+            f"(two-sided paired Wilcoxon signed-rank test over test cases, Holm-corrected per metric, p < {ALPHA}); "
+            "`ref` = the reference (`supervised` at budgets ≥ 1, `supervised_full` at `all`, the best classical "
+            "baseline at 0); `[k inf]` = k case-class values with one empty mask, counted at the image diagonal "
+            "(METRICS.md); `(d/n seeds; …)` = only d of n seeds finished; `failed` / `missing` = no finished seed; "
+            "`·` = the method does not run at that budget. 95 % bootstrap CIs are in the CSV.", ""]
+    out += ["### Cost", "", "| method | configuration | train time (s) | parameters | peak memory (MB) |",
+            "|---|---|---:|---:|---:|"]
+    for r in sorted(board.rows, key=lambda r: r.label):
+        c = r.cost
+        params = "—" if math.isnan(c["parameters"]) else f"{int(c['parameters']):,}"
+        out.append(f"| {_esc(r.label)} | {r.configuration} | {fmt(c['train_time_s'], 1)} | {params} | "
+                   f"{fmt(c['peak_memory_mb'], 1)} |")
+    out.append("")
+    problems = [(r, b, c) for r in board.rows for b, c in r.cells.items() if c.failed or c.missing]
+    if problems:
+        out += ["### Failed and missing cells", ""]
+        for r, b, c in sorted(problems, key=lambda t: (t[0].label, str(t[1]))):
+            for seed, err in sorted(c.failed.items()):
+                last = (err.strip().splitlines() or ["failed"])[-1]
+                out.append(f"- {_esc(r.label)}, budget {b}, seed {seed}: failed — `{_esc(last)[:200]}`")
+            for seed in sorted(c.missing):
+                out.append(f"- {_esc(r.label)}, budget {b}, seed {seed}: missing (no record)")
+        out.append("")
+    if reported:
+        out += ["### Reported in the papers (on other data)", "",
+                "Numbers as published, on the papers' own data and protocols — not comparable one to one "
+                "with the rows above.", "", "| source | method | data | labelled | reported |",
+                "|---|---|---|---:|---|"]
+        for e in reported:
+            values = " · ".join(f"{k} {v}" for k, v in e.get("metrics", {}).items())
+            out.append(f"| {_esc(e.get('citation', ''))} | {_esc(e.get('method', ''))} | {_esc(e.get('data', ''))} "
+                       f"| {e.get('labelled', '—')} | {_esc(values)} |")
+        out.append("")
+    out += ["### Methods", ""]
+    for r in sorted(board.rows, key=lambda r: r.label):
+        rule = f"; class rule: {r.class_rule}" if r.class_rule else ""
+        oracle_note = " **Oracle** (uses ground truth to pick classes)." if r.oracle else ""
+        out.append(f"- `{r.label}` ({r.family}): {_esc(r.citation) or '—'}{rule}.{oracle_note}")
+    out.append("")
+    if plots:
+        out += ["### Label-budget curves", ""]
+        for name, rel in plots.items():
+            out.append(f"![{name}]({rel})")
+        out.append("")
+    return "\n".join(out)
+
+
+CSV_COLUMNS_BASE = ["dataset", "preset", "method", "configuration", "family", "oracle", "submitted", "budget",
+                    "status", "seeds_expected", "seeds_done", "seeds_failed", "seeds_missing", "rank", "reference"]
+
+
+def board_csv_rows(board: Board) -> list[dict]:
+    rows = []
+    for r in sorted(board.rows, key=lambda r: r.label):
+        for b in board.budgets:
+            c = r.cells.get(b)
+            if c is None:
+                continue
+            row = {"dataset": board.dataset, "preset": board.preset, "method": r.method,
+                   "configuration": r.configuration, "family": r.family, "oracle": int(r.oracle),
+                   "submitted": int(r.submitted), "budget": b, "status": c.status,
+                   "seeds_expected": len(c.expected), "seeds_done": len(c.done), "seeds_failed": len(c.failed),
+                   "seeds_missing": len(c.missing), "rank": "" if c.rank is None else c.rank,
+                   "reference": c.reference or ""}
+            for m in board.metrics:
+                d = _DIGITS.get(m, 3) + 2
+                lo, hi = c.ci.get(m, (math.nan, math.nan))
+                row.update({f"{m}_mean": fmt(c.mean.get(m), d), f"{m}_std": fmt(c.std.get(m), d),
+                            f"{m}_ci_low": fmt(lo, d), f"{m}_ci_high": fmt(hi, d),
+                            f"{m}_p_holm": fmt(c.p_value.get(m), 4), f"{m}_marker": c.marker.get(m, ""),
+                            f"{m}_n_inf": c.n_inf.get(m, 0), f"{m}_n_nan": c.n_nan.get(m, 0)})
+            row.update({"train_time_s": fmt(r.cost["train_time_s"], 1),
+                        "parameters": "" if math.isnan(r.cost["parameters"]) else int(r.cost["parameters"]),
+                        "peak_memory_mb": fmt(r.cost["peak_memory_mb"], 1)})
+            rows.append(row)
+    return rows
+
+
+def board_csv(boards: list[Board]) -> str:
+    """CSV of one dataset's boards: a row per (preset, method, configuration, budget)."""
+    rows = [row for b in boards for row in board_csv_rows(b)]
+    metric_cols = []
+    for b in boards:
+        for m in b.metrics:
+            for suffix in ("mean", "std", "ci_low", "ci_high", "p_holm", "marker", "n_inf", "n_nan"):
+                col = f"{m}_{suffix}"
+                if col not in metric_cols:
+                    metric_cols.append(col)
+    cols = CSV_COLUMNS_BASE + metric_cols + ["train_time_s", "parameters", "peak_memory_mb"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", restval="")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v == "—" else v) for k, v in row.items()})  # CSV: empty = no value
+    return buf.getvalue()
+
+
+def overall_ranking(boards: list[Board]) -> dict[str, list[dict]]:
+    """preset -> rows ``{method, family, oracle, n, mean_rank, per_budget: {budget: mean rank}}`` sorted
+    by mean rank over every (dataset, budget) where the method has a Dice rank."""
+    out: dict[str, list[dict]] = {}
+    for preset in sorted({b.preset for b in boards}):
+        acc: dict[tuple, dict] = {}
+        for board in (b for b in boards if b.preset == preset):
+            for r in board.rows:
+                a = acc.setdefault((r.method, r.oracle), {"method": r.method, "family": r.family, "oracle": r.oracle,
+                                                          "ranks": [], "per_budget": {}, "datasets": set()})
+                for b, c in r.cells.items():
+                    if c.rank is not None:
+                        a["ranks"].append(c.rank)
+                        a["per_budget"].setdefault(b, []).append(c.rank)
+                        a["datasets"].add(board.dataset)
+        rows = []
+        for a in acc.values():
+            if not a["ranks"]:
+                continue
+            rows.append({"method": a["method"], "family": a["family"], "oracle": a["oracle"],
+                         "datasets": len(a["datasets"]), "n": len(a["ranks"]),
+                         "mean_rank": sum(a["ranks"]) / len(a["ranks"]),
+                         "per_budget": {b: sum(v) / len(v) for b, v in a["per_budget"].items()}})
+        out[preset] = sorted(rows, key=lambda x: (x["oracle"], x["mean_rank"], x["method"]))
+    return out
+
+
+def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets: list) -> str:
+    """``README.md``: index of datasets and the overall ranking across datasets (per preset)."""
+    out = ["# Leaderboards", "",
+           "Generated by `medseg-bench leaderboard` from the result records only; do not edit by hand. "
+           "Interactive page: [index.html](index.html).", ""]
+    if any(b.demo for b in boards):
+        out += [DEMO_BANNER, ""]
+    out += ["## Datasets", "", "| dataset | presets | methods | test cases | table | CSV |", "|---|---|---:|---:|---|---|"]
+    for ds in sorted(dataset_files):
+        bs = [b for b in boards if b.dataset == ds]
+        methods = len({r.method for b in bs for r in b.rows})
+        presets = ", ".join(sorted({b.preset for b in bs}))
+        cases = max((b.n_cases for b in bs), default=0)
+        out.append(f"| {ds} | {presets} | {methods} | {cases} | [{ds}.md]({ds}.md) | [{ds}.csv]({ds}.csv) |")
+    out.append("")
+    for preset, rows in overall_ranking(boards).items():
+        bud = [b for b in budgets if any(b in r["per_budget"] for r in rows)]
+        out += [f"## Overall ranking — preset `{preset}`", "",
+                "Mean Dice rank over every (dataset, budget) a method runs at (1 = best); oracle rows are ranked "
+                "among themselves.", "",
+                "| # | method | family | datasets | mean rank | " + " | ".join(f"b={b}" for b in bud) + " |",
+                "|---:|---|---|---:|---:|" + "---:|" * len(bud)]
+        pos = 0
+        for r in rows:
+            pos += 1
+            name = r["method"] + (" (oracle)" if r["oracle"] else "")
+            per = " | ".join(fmt(r["per_budget"].get(b), 2) for b in bud)
+            out.append(f"| {pos} | {name} | {r['family']} | {r['datasets']} | {fmt(r['mean_rank'], 2)} | {per} |")
+        out.append("")
+    return "\n".join(out)

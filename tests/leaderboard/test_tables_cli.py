@@ -1,0 +1,80 @@
+"""Markdown/CSV tables: content, determinism (byte-for-byte rebuild), the leaderboard CLI, and the
+committed leaderboard rebuilt from its committed records."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from lb_records import grid, record
+
+from medseg_bench.bench.results import load_records, write_record
+from medseg_bench.leaderboard import build_leaderboard
+from medseg_bench.leaderboard.cli import leaderboard_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.md")) + sorted(folder.glob("*.csv"))}
+
+
+def test_tables_content_and_byte_for_byte_rebuild(tmp_path):
+    recs = grid()
+    recs.append(record("ct_hip_small", "otsu", 0, 3, [], family="classical", status="failed",
+                       error="Traceback (most recent call last):\nRuntimeError: out of memory"))
+    build_leaderboard(recs, tmp_path / "a", plots=False, html=False)
+    build_leaderboard(list(reversed(recs)), tmp_path / "b", plots=False, html=False)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert set(a) == {"README.md", "ct_hip_small.md", "ct_hip_small.csv", "nuclei_he_small.md", "nuclei_he_small.csv"}
+    assert a == b  # same records (any order) -> same bytes
+
+    md = a["ct_hip_small.md"].decode()
+    assert "### Dice ↑" in md and "### HD95 ↓" in md and "AJI" not in md
+    assert "Oracle rows" in md and "cuts_oracle" in md.split("Oracle rows")[1]
+    assert "RuntimeError: out of memory" in md and "(3/4 seeds; 1 failed)" in md
+    assert "Xie" in md and "3.30" in md  # reported numbers, labelled as other data
+    assert "### AJI ↑" in a["nuclei_he_small.md"].decode()
+    rows = list(csv.DictReader(io.StringIO(a["ct_hip_small.csv"].decode())))
+    mt4 = next(r for r in rows if r["method"] == "mean_teacher" and r["budget"] == "4")
+    assert float(mt4["dice_ci_low"]) < float(mt4["dice_mean"]) < float(mt4["dice_ci_high"])
+    assert mt4["reference"] == "supervised" and mt4["dice_marker"] == "▲" and float(mt4["dice_p_holm"]) < 0.05
+    readme = a["README.md"].decode()
+    assert "Overall ranking" in readme and "cuts_oracle (oracle)" in readme
+    assert "Demo leaderboard" not in readme
+
+
+def test_leaderboard_cli_and_demo_stamp(tmp_path, capsys):
+    wd = tmp_path / "wd"
+    for r in grid(datasets=("retina_ga_small",), preset="demo"):
+        write_record(wd, r)
+    (wd / "results" / "garbage.json").write_text("{not json")
+    assert leaderboard_command(wd) == 0
+    out = wd / "leaderboards"
+    assert "Demo leaderboard" in (out / "README.md").read_text()
+    assert (out / "index.html").is_file() and (out / "plots" / "retina_ga_small__demo__dice.svg").is_file()
+    assert "garbage.json" in capsys.readouterr().err  # reported, not fatal
+    # an explicit --out carries the records so the folder can be rebuilt from itself
+    assert leaderboard_command(wd, out=str(tmp_path / "committed")) == 0
+    copied = load_records(tmp_path / "committed" / "results")
+    assert len(copied) == len(load_records(wd / "results", errors=[]))
+    assert leaderboard_command(tmp_path / "empty") == 2
+
+
+def test_committed_leaderboard_rebuilds_byte_for_byte(tmp_path):
+    committed = REPO / "leaderboards"
+    records = load_records(committed / "results") if (committed / "results").is_dir() else []
+    if not records:
+        pytest.skip("no committed reference records yet in leaderboards/results/")
+    build_leaderboard(records, tmp_path, manifest_dir=committed / "results", plots=False, html=False)
+    rebuilt, original = _files(tmp_path), _files(committed)
+    assert set(rebuilt) <= set(original)
+    for name, data in rebuilt.items():
+        assert data == original[name], f"leaderboards/{name} differs from a rebuild from leaderboards/results/"
+
+
+def test_records_with_non_finite_values_load(tmp_path):
+    r = record("ds", "m", 2, 0, [0.5, 0.0], hd95=[1.0, "inf"])
+    write_record(tmp_path, r)
+    assert json.loads((tmp_path / "results" / "ds__quick__2d__m__b2__s0.json").read_text())["status"] == "done"
