@@ -56,7 +56,8 @@ def ref_instance_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
     if not rids and not pids:
         return {"aji": math.nan, "aji_plus": math.nan, "pq": math.nan, "dq": math.nan, "sq": math.nan}
     if not rids or not pids:
-        return {"aji": 0.0, "aji_plus": 0.0, "pq": 0.0, "dq": 0.0, "sq": 0.0}
+        zeros = {"aji": 0.0, "aji_plus": 0.0, "pq": 0.0, "dq": 0.0, "sq": 0.0}
+        return {**zeros, "aji_plus_total_iou": 0.0, "tp": 0, "fp": len(pids), "fn": len(rids)}
     rmasks = [ref == i for i in rids]
     pmasks = [pred == i for i in pids]
     inter = np.zeros((len(rids), len(pids)))
