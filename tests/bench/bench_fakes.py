@@ -8,6 +8,9 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from medseg_bench.io import Geometry, RawDatasetWriter
 from medseg_bench.workdir import Workdir
 
 
@@ -103,3 +106,13 @@ class Only3D(_M):
 
 
 METHODS = {c.name: c for c in (Unsup, Semi, Sup, SupFull)}
+
+
+def toy_dataset(root, name, n_train=4):
+    w = RawDatasetWriter(root / "raw" / name, {"0": "gray"}, {"background": 0, "fg": 1}, ".nii.gz")
+    g = Geometry(spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    for i in range(n_train + 2):
+        img = np.zeros((1, 8, 8), np.float32)
+        img[0, 2:5, 2:5] = 1
+        w.add_case(f"c{i}", img, g, label=(img[0] > 0).astype(np.uint8), subset="train" if i < n_train else "test")
+    w.finalize()

@@ -3,29 +3,17 @@
 import json
 import time
 
-import numpy as np
 import pytest
-from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare
+from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare, toy_dataset
 
 from medseg_bench.bench import load_manifest, load_records, run_benchmark
 from medseg_bench.bench.cli import run_command
-from medseg_bench.io import Geometry, RawDatasetWriter
-
-
-def _toy_dataset(root, name, n_train=4):
-    w = RawDatasetWriter(root / "raw" / name, {"0": "gray"}, {"background": 0, "fg": 1}, ".nii.gz")
-    g = Geometry(spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
-    for i in range(n_train + 2):
-        img = np.zeros((1, 8, 8), np.float32)
-        img[0, 2:5, 2:5] = 1
-        w.add_case(f"c{i}", img, g, label=(img[0] > 0).astype(np.uint8), subset="train" if i < n_train else "test")
-    w.finalize()
 
 
 @pytest.fixture()
 def wd(tmp_path):
-    _toy_dataset(tmp_path, "toy_a")
-    _toy_dataset(tmp_path, "toy_b")
+    toy_dataset(tmp_path, "toy_a")
+    toy_dataset(tmp_path, "toy_b")
     return tmp_path
 
 
