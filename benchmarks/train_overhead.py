@@ -56,7 +56,9 @@ def main(argv=None) -> int:
     batch = args.batch or (8 if args.dims == 2 else 2)
     stages = 5 if args.dims == 2 else 4
     net_cfg = _network(args.dims, args.filters, stages)
-    aug = {"mirror_axes": list(range(args.dims)), "rotation_deg": 15, "scale": [0.85, 1.25]}
+    from medseg_bench.planning.presets import augmentation_params
+
+    aug = augmentation_params(patch, [1.0] * args.dims)  # the plan's nnU-Net pipeline
     tmp = Path(tempfile.mkdtemp(prefix="medseg_overhead_"))
     shape = (192, 192) if args.dims == 2 else (80, 80)
     ids = synthetic_preprocessed(tmp / "pre", n_cases=8, shape=shape, volume=args.dims == 3)

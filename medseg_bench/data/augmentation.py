@@ -1,78 +1,81 @@
 """The batchgenerators augmentation pipeline built from a plan's ``augmentation`` block.
 
-nnU-Net's training pipeline (Isensee et al., Nature Methods 2021, supplement) with the parameters
-taken from the plan, so a CPU preset can switch off the expensive parts. Recognised keys (all
-optional; a missing key disables that transform)::
+nnU-Net v2's default training transforms (Isensee et al., Nature Methods 2021;
+``get_training_transforms``) with their parameters read from the plan
+(:func:`medseg_bench.planning.presets.augmentation_params` writes them), so a preset can switch parts
+off. Recognised keys (every block optional; a missing block disables that transform)::
 
-    rotation_deg: float | [lo, hi]       rotation angle range, degrees (3D: about every axis)
-    p_rotation: float                    per-sample probability (default 0.2)
-    scale: [lo, hi]                      zoom range (batchgenerators convention: < 1 zooms in)
-    p_scale: float                       (default 0.2)
-    elastic: bool, p_elastic             elastic deformation (off by default: slow on CPU)
-    mirror_axes: [axes]                  spatial axes of the patch that may be flipped (p 0.5 each)
-    noise: [lo, hi], p_noise             Gaussian noise variance range (default p 0.1)
-    blur: [lo, hi], p_blur               Gaussian blur sigma range, voxels (default p 0.2)
-    brightness: [lo, hi], p_brightness   multiplicative brightness (default p 0.15)
-    contrast: [lo, hi], p_contrast       contrast (default p 0.15)
-    low_resolution: [lo, hi], p_low_resolution   simulated low resolution zoom (default p 0.25)
-    gamma: [lo, hi], p_gamma             gamma (default p 0.3; inverted-image gamma at p/3)
-    order_data: int                      spline order of the spatial transform (default 3)
+    initial_patch_size: [..]   region cut before the spatial transform (rotation/zoom margin)
+    spatial: {p_rotation, rotation: {x: [lo, hi], y: [..], z: [..]} (radians), p_scale, scale: [lo, hi],
+              independent_scale_for_each_axis, elastic, order_data, order_seg}
+    gaussian_noise: {p, variance: [lo, hi]}
+    gaussian_blur: {p, p_per_channel, sigma: [lo, hi]}
+    brightness_multiplicative: {p, range}
+    contrast: {p, range}
+    low_resolution: {p, p_per_channel, zoom: [lo, hi], ignore_axes: [..]}
+    gamma: [{p, range, invert_image, retain_stats}, ...]
+    mirror_axes: [axes]        spatial axes of the patch flipped with p 0.5 each
 
-``rotation`` / ``rotation_range`` are accepted as aliases of ``rotation_deg``. The transforms use the
-global numpy random state; :class:`medseg_bench.data.loader.BatchStream` swaps in its own state
-around every batch so that each stream is deterministic and checkpointable.
+Deviation from nnU-Net: outside the image the label is background (0), not an ignore value (-1),
+because the Dice + CE loss here has no ignore label. The transforms use numpy's global random state;
+:class:`medseg_bench.data.loader.BatchStream` swaps in its own state around every batch so that each
+stream is deterministic and checkpointable.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 __all__ = ["build_transforms", "sample_size_for"]
 
 
-def _range(v, symmetric: bool = False) -> tuple[float, float] | None:
-    if v is None or v is False:
-        return None
-    if isinstance(v, (int, float)):
-        return (-float(v), float(v)) if symmetric else (float(v), float(v))
+def _pair(v) -> tuple[float, float]:
     lo, hi = (float(x) for x in v)
-    return (lo, hi)
+    return lo, hi
 
 
-def _rotation(aug: dict) -> tuple[float, float] | None:
-    for key in ("rotation_deg", "rotation", "rotation_range"):
-        if key in aug:
-            r = _range(aug[key], symmetric=True)
-            if r is None or (r[0] == 0 and r[1] == 0):
-                return None
-            return (math.radians(r[0]), math.radians(r[1]))
-    return None
+def _rotation(spatial: dict) -> dict | None:
+    rot = spatial.get("rotation")
+    if not rot or not spatial.get("p_rotation", 0):
+        return None
+    out = {ax: _pair(rot.get(ax, (0.0, 0.0))) for ax in ("x", "y", "z")}
+    return out if any(r != (0.0, 0.0) for r in out.values()) else None
 
 
-def sample_size_for(patch_size, aug: dict) -> list[int]:
-    """Size of the region cut from the case before the spatial transform, so that rotation and
-    zoom-out do not pull in padding at the patch centre (a simplified nnU-Net ``get_patch_size``)."""
+def _scale(spatial: dict):
+    s = spatial.get("scale")
+    if not s or not spatial.get("p_scale", 0):
+        return None
+    s = _pair(s)
+    return None if s == (1.0, 1.0) else s
+
+
+def _does_spatial(aug: dict) -> bool:
+    spatial = aug.get("spatial") or {}
+    return bool(_rotation(spatial) or _scale(spatial) or spatial.get("elastic"))
+
+
+def sample_size_for(patch_size, aug: dict | None) -> list[int]:
+    """Size of the region cut from a case before the spatial transform: the plan's
+    ``initial_patch_size`` when it fits the patch's dimensionality, else a rotation margin
+    (nnU-Net's ``get_patch_size``), else the patch itself when no spatial transform runs."""
     patch = [int(p) for p in patch_size]
-    rot = _rotation(aug or {})
-    scale = _range((aug or {}).get("scale"))
-    if rot is None and scale is None and not (aug or {}).get("elastic"):
+    aug = aug or {}
+    if not _does_spatial(aug):
         return patch
-    factor = 1.0
-    if rot is not None:
-        theta = min(max(abs(rot[0]), abs(rot[1])), math.pi / 4)
-        factor *= math.cos(theta) + math.sin(theta)
-    if scale is not None:
-        factor *= max(1.0, scale[1])
+    initial = aug.get("initial_patch_size")
+    if initial and len(initial) == len(patch):
+        return [max(int(i), p) for i, p in zip(initial, patch)]
+    rot = _rotation(aug["spatial"]) or {"x": (0.0, 0.0)}
+    theta = min(max(abs(v) for r in rot.values() for v in r), math.pi / 4)
+    factor = (math.cos(theta) + math.sin(theta)) / min(1.0, (_scale(aug["spatial"]) or (1.0, 1.0))[0])
     return [int(math.ceil(p * factor)) for p in patch]
 
 
 def build_transforms(aug: dict | None, patch_size):
-    """A batchgenerators ``Compose`` for patches of ``patch_size`` (spatial, 2 or 3 axes), or None
-    when the block asks for no augmentation. Input batches hold ``data`` ``(B, C, *sample_size)`` and,
-    for labelled streams, ``seg`` ``(B, 1, *sample_size)`` (every transform here tolerates its
-    absence); outputs are ``patch_size``."""
+    """A batchgenerators ``Compose`` producing ``patch_size`` patches (2 or 3 spatial axes), or None
+    when the block asks for nothing. Inputs: ``data`` ``(B, C, *sample_size)`` and, for labelled
+    streams, ``seg`` ``(B, 1, *sample_size)`` (every transform tolerates its absence)."""
     from batchgenerators.transforms.abstract_transforms import Compose
     from batchgenerators.transforms.color_transforms import (
         BrightnessMultiplicativeTransform,
@@ -86,61 +89,46 @@ def build_transforms(aug: dict | None, patch_size):
     aug = dict(aug or {})
     dims = len(patch_size)
     transforms = []
-    rot, scale = _rotation(aug), _range(aug.get("scale"))
-    elastic = bool(aug.get("elastic", False))
-    if rot is not None or scale is not None or elastic:
-        angle = rot or (0.0, 0.0)
-        transforms.append(
-            SpatialTransform(
-                list(patch_size),
-                patch_center_dist_from_border=None,
-                do_elastic_deform=elastic,
-                alpha=(0.0, 200.0),
-                sigma=(9.0, 13.0),
-                do_rotation=rot is not None,
-                angle_x=angle,
-                angle_y=angle if dims == 3 else (0.0, 0.0),
-                angle_z=angle if dims == 3 else (0.0, 0.0),
-                do_scale=scale is not None,
-                scale=scale or (1.0, 1.0),
-                border_mode_data="constant",
-                border_cval_data=0,
-                order_data=int(aug.get("order_data", 3)),
-                border_mode_seg="constant",
-                border_cval_seg=0,
-                order_seg=0,
-                random_crop=False,
-                p_el_per_sample=float(aug.get("p_elastic", 0.2)),
-                p_scale_per_sample=float(aug.get("p_scale", 0.2)),
-                p_rot_per_sample=float(aug.get("p_rotation", 0.2)),
-            )
-        )
-    if aug.get("noise"):
-        transforms.append(GaussianNoiseTransform(_range(aug["noise"]), p_per_sample=float(aug.get("p_noise", 0.1))))
-    if aug.get("blur"):
-        transforms.append(GaussianBlurTransform(_range(aug["blur"]), different_sigma_per_channel=True,
-                                                p_per_sample=float(aug.get("p_blur", 0.2)), p_per_channel=0.5))
-    if aug.get("brightness"):
-        transforms.append(BrightnessMultiplicativeTransform(_range(aug["brightness"]), p_per_sample=float(aug.get("p_brightness", 0.15))))
+    if _does_spatial(aug):
+        sp = aug["spatial"]
+        rot, scale = _rotation(sp), _scale(sp)
+        rot = rot or {"x": (0.0, 0.0), "y": (0.0, 0.0), "z": (0.0, 0.0)}
+        transforms.append(SpatialTransform(
+            list(patch_size), patch_center_dist_from_border=None,
+            do_elastic_deform=bool(sp.get("elastic")), alpha=(0.0, 200.0), sigma=(9.0, 13.0),
+            do_rotation=_rotation(sp) is not None, angle_x=rot["x"],
+            angle_y=rot["y"] if dims == 3 else (0.0, 0.0), angle_z=rot["z"] if dims == 3 else (0.0, 0.0),
+            do_scale=scale is not None, scale=scale or (1.0, 1.0),
+            border_mode_data="constant", border_cval_data=0, order_data=int(sp.get("order_data", 3)),
+            border_mode_seg="constant", border_cval_seg=0, order_seg=int(sp.get("order_seg", 0)),
+            random_crop=False, p_el_per_sample=float(sp.get("p_elastic", 0.2)),
+            p_scale_per_sample=float(sp.get("p_scale", 0.2)), p_rot_per_sample=float(sp.get("p_rotation", 0.2)),
+            independent_scale_for_each_axis=bool(sp.get("independent_scale_for_each_axis", False)),
+        ))
+    if aug.get("gaussian_noise"):
+        g = aug["gaussian_noise"]
+        transforms.append(GaussianNoiseTransform(_pair(g["variance"]), p_per_sample=float(g.get("p", 0.1))))
+    if aug.get("gaussian_blur"):
+        g = aug["gaussian_blur"]
+        transforms.append(GaussianBlurTransform(_pair(g["sigma"]), different_sigma_per_channel=True,
+                                                p_per_sample=float(g.get("p", 0.2)), p_per_channel=float(g.get("p_per_channel", 0.5))))
+    if aug.get("brightness_multiplicative"):
+        g = aug["brightness_multiplicative"]
+        transforms.append(BrightnessMultiplicativeTransform(_pair(g["range"]), p_per_sample=float(g.get("p", 0.15))))
     if aug.get("contrast"):
-        transforms.append(ContrastAugmentationTransform(_range(aug["contrast"]), p_per_sample=float(aug.get("p_contrast", 0.15))))
+        g = aug["contrast"]
+        transforms.append(ContrastAugmentationTransform(_pair(g["range"]), p_per_sample=float(g.get("p", 0.15))))
     if aug.get("low_resolution"):
-        transforms.append(SimulateLowResolutionTransform(_range(aug["low_resolution"]), per_channel=True, p_per_channel=0.5,
+        g = aug["low_resolution"]
+        ignore = [int(a) for a in g.get("ignore_axes") or [] if int(a) < dims] or None
+        transforms.append(SimulateLowResolutionTransform(_pair(g["zoom"]), per_channel=True,
+                                                         p_per_channel=float(g.get("p_per_channel", 0.5)),
                                                          order_downsample=0, order_upsample=3,
-                                                         p_per_sample=float(aug.get("p_low_resolution", 0.25))))
-    if aug.get("gamma"):
-        g, p = _range(aug["gamma"]), float(aug.get("p_gamma", 0.3))
-        transforms.append(GammaTransform(g, True, True, retain_stats=True, p_per_sample=p / 3))
-        transforms.append(GammaTransform(g, False, True, retain_stats=True, p_per_sample=p))
-    mirror = aug.get("mirror_axes")
+                                                         p_per_sample=float(g.get("p", 0.25)), ignore_axes=ignore))
+    for g in aug.get("gamma") or []:
+        transforms.append(GammaTransform(_pair(g["range"]), bool(g.get("invert_image", False)), True,
+                                         retain_stats=bool(g.get("retain_stats", True)), p_per_sample=float(g.get("p", 0.3))))
+    mirror = [int(a) for a in aug.get("mirror_axes") or [] if int(a) < dims]
     if mirror:
-        axes = tuple(int(a) for a in mirror if int(a) < dims)
-        if axes:
-            transforms.append(MirrorTransform(axes))
+        transforms.append(MirrorTransform(tuple(mirror)))
     return Compose(transforms) if transforms else None
-
-
-def _identity_check() -> None:  # pragma: no cover - manual check
-    t = build_transforms({"rotation_deg": 30, "scale": [0.8, 1.2], "mirror_axes": [0, 1]}, (32, 32))
-    b = t(data=np.zeros((2, 1, 46, 46), np.float32), seg=np.zeros((2, 1, 46, 46), np.float32))
-    print(b["data"].shape)

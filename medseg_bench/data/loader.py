@@ -4,7 +4,7 @@ A :class:`BatchStream` is an infinite iterator of batches drawn from in-memory c
 labelled cases, or the unlabelled pool). It runs in the training process: on the small CPU patches
 this suite plans, a worker process costs more in transfer and core contention than it saves (see
 benchmarks/train_overhead.py). Every random draw (case, centre, augmentation) comes from the stream's
-own numpy ``RandomState``, swapped into numpy's global state while batchgenerators runs, so a stream
+own numpy ``RandomState`` and python ``Random``, swapped into the global states while batchgenerators runs, so a stream
 is reproducible from its seed and resumes exactly from :meth:`BatchStream.state_dict`.
 
 Sampling follows nnU-Net (Isensee et al. 2021): a fraction ``oversample_foreground`` of every batch
@@ -14,6 +14,8 @@ random slice along axis 0 is cut first (the foreground slice for foreground samp
 """
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 
@@ -69,14 +71,17 @@ class BatchStream:
         self.transforms = build_transforms(augmentation, self.patch_size)
         self.oversample = float(oversample_foreground) if self.labelled else 0.0
         self._rs = np.random.RandomState(seed)
+        self._py = random.Random(seed)  # some batchgenerators transforms draw from python's random
         self.batches_drawn = 0
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"random_state": self._rs.get_state(), "batches_drawn": self.batches_drawn}
+        return {"random_state": self._rs.get_state(), "python_random_state": self._py.getstate(),
+                "batches_drawn": self.batches_drawn}
 
     def load_state_dict(self, state: dict) -> None:
         self._rs.set_state(state["random_state"])
+        self._py.setstate(state["python_random_state"])
         self.batches_drawn = int(state["batches_drawn"])
 
     # -- sampling ------------------------------------------------------------------------------------
@@ -125,13 +130,16 @@ class BatchStream:
         if self.labelled:
             batch["seg"] = np.stack(segs).astype(np.float32)
         if self.transforms is not None:
-            saved = np.random.get_state()
+            saved, saved_py = np.random.get_state(), random.getstate()
             np.random.set_state(self._rs.get_state())
+            random.setstate(self._py.getstate())
             try:
                 batch = self.transforms(**batch)
             finally:
                 self._rs.set_state(np.random.get_state())
+                self._py.setstate(random.getstate())
                 np.random.set_state(saved)
+                random.setstate(saved_py)
         out = {"data": np.ascontiguousarray(batch["data"], dtype=np.float32),
                "case_ids": [self.cases[i].case_id for i in idx]}
         if self.labelled:

@@ -58,7 +58,9 @@ def _tiny_preset_config(patch, iterations: int) -> dict:
         "num_iterations": iterations,
         "network": {"spatial_dims": dims, "in_channels": 1, "out_channels": 2, "kernel_size": [[3] * dims] * 3,
                     "strides": [[1] * dims, [2] * dims, [2] * dims], "filters": [4, 8, 16]},
-        "augmentation": {"mirror_axes": list(range(dims)), "rotation_deg": 15, "scale": [0.9, 1.1]},
+        "augmentation": {"mirror_axes": list(range(dims)),
+                         "spatial": {"p_rotation": 0.2, "rotation": {"x": [-0.3, 0.3], "y": [-0.3, 0.3], "z": [-0.3, 0.3]},
+                                     "p_scale": 0.2, "scale": [0.9, 1.1]}},
     }
 
 

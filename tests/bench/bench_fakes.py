@@ -89,7 +89,7 @@ class Sup(_M):
     name, family, budgets = "supervised", "supervised", "labelled"
 
 
-class SupFull(_M):
+class SupFull(Sup):
     name, family, budgets = "supervised_full", "supervised", "all_only"
 
 

@@ -26,8 +26,6 @@ def _check(wd, summary):
 
 def test_ray_local_instance(tmp_path):
     ray = pytest.importorskip("ray")
-    import ray.cloudpickle
-
     ray.cloudpickle.register_pickle_by_value(bench_fakes)
     toy_dataset(tmp_path, "toy_a")
     try:

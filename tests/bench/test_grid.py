@@ -43,9 +43,9 @@ def test_cell_key_roundtrip_and_validation(tmp_path):
 def test_method_budgets_rules():
     b = [0, 2, 4, "all"]
     assert method_budgets(Unsup, b) == [0]
-    assert method_budgets(Sup, b) == [2, 4]
+    assert method_budgets(Sup, b) == [2, 4, "all"]
     assert method_budgets(METHODS["supervised_full"], b) == ["all"]
-    assert method_budgets(Sup, b, n_labelled=3) == [2]  # 4 labelled cases cannot be drawn from 3
+    assert method_budgets(Sup, b, n_labelled=3) == [2, "all"]  # 4 labelled cases cannot be drawn from 3
 
 
 def test_resolve_configuration_respects_dims():
@@ -63,8 +63,10 @@ def test_expand_grid_and_estimates():
     cells = expand_grid(plans, METHODS, ["all", 0, 2], [1, 0], "demo")
     keys = [c.key for c in cells]
     assert len(keys) == len(set(keys))
-    # per dataset: semi(2) + supervised(2) + supervised_full(all) + unsup(0) = 4 x 2 seeds
-    assert len(cells) == 2 * 4 * 2
+    # per dataset: semi(2, all) + supervised(2) + supervised_full(all) + unsup(0) = 5 x 2 seeds
+    assert len(cells) == 2 * 5 * 2
+    # supervised's "all" row is supervised_full (its all_only subclass), not a duplicate
+    assert {c.budget for c in cells if c.method == "supervised"} == {2}
     assert {c.budget for c in cells if c.method == "unsup"} == {0}
     assert {c.configuration for c in cells} == {"3d_fullres"}
     assert estimate_cost_s(Sup, PLANS_3D, "demo", "3d_fullres", 2) == pytest.approx(20.0)

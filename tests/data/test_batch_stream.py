@@ -37,7 +37,7 @@ def test_2d_slices_of_volumes_and_3d_patches():
     s = BatchStream(_cases(volume=True), (16, 16), 4, {"mirror_axes": [0, 1]}, seed=1)
     b = next(s)
     assert b["data"].shape == (4, 2, 16, 16)
-    s3 = BatchStream(_cases(volume=True), (8, 16, 16), 2, {"rotation_deg": 10, "scale": [0.9, 1.1]}, seed=1)
+    s3 = BatchStream(_cases(volume=True), (8, 16, 16), 2, {"spatial": {"p_rotation": 1, "rotation": {"x": [-0.2, 0.2]}}}, seed=1)
     assert next(s3)["seg"].shape == (2, 1, 8, 16, 16)
     with pytest.raises(ValueError, match="does not fit"):
         BatchStream(_cases(), (4, 8, 8), 2)
@@ -45,7 +45,9 @@ def test_2d_slices_of_volumes_and_3d_patches():
 
 def test_unlabelled_stream_has_no_seg_and_state_roundtrip():
     cases = [CaseArrays(c.case_id, c.image) for c in _cases()]
-    aug = {"rotation_deg": 30, "scale": [0.8, 1.2], "gamma": [0.7, 1.5], "noise": [0, 0.1], "mirror_axes": [0, 1]}
+    aug = {"spatial": {"p_rotation": 1, "rotation": {"x": [-0.5, 0.5]}, "p_scale": 1, "scale": [0.8, 1.2]},
+           "gamma": [{"p": 0.5, "range": [0.7, 1.5]}], "gaussian_noise": {"p": 0.5, "variance": [0, 0.1]},
+           "mirror_axes": [0, 1]}
     s = BatchStream(cases, (12, 12), 3, aug, seed=5)
     next(s)
     state = s.state_dict()
@@ -60,4 +62,5 @@ def test_unlabelled_stream_has_no_seg_and_state_roundtrip():
 
 def test_sample_size_grows_for_rotation():
     assert sample_size_for([64, 64], {}) == [64, 64]
-    assert sample_size_for([64, 64], {"rotation_deg": 180})[0] == 91
+    assert sample_size_for([64, 64], {"spatial": {"p_rotation": 0.2, "rotation": {"x": [-3.14, 3.14]}}})[0] == 91
+    assert sample_size_for([64, 64], {"initial_patch_size": [100, 90], "spatial": {"p_scale": 0.2, "scale": [0.7, 1.4]}}) == [100, 90]

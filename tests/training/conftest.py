@@ -42,7 +42,9 @@ def tiny_settings(patch=(32, 32), iterations=6, **extra):
         "num_iterations": iterations,
         "network": {"spatial_dims": dims, "in_channels": 1, "out_channels": 2, "kernel_size": [[3] * dims] * 3,
                     "strides": [[1] * dims, [2] * dims, [2] * dims], "filters": [4, 8, 16]},
-        "augmentation": {"mirror_axes": list(range(dims)), "rotation_deg": 20, "scale": [0.9, 1.1], "gamma": [0.8, 1.2]},
+        "augmentation": {"mirror_axes": list(range(dims)),
+                         "spatial": {"p_rotation": 0.3, "rotation": {"x": [-0.4, 0.4]}, "p_scale": 0.3, "scale": [0.9, 1.1]},
+                         "gamma": [{"p": 0.3, "range": [0.8, 1.2]}]},
     }
     return resolve_settings(preset_cfg, None, {"checkpoint_every": 3, "log_every": 1, **extra})
 
