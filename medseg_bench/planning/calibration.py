@@ -1,0 +1,236 @@
+"""CPU step-time model: measured once per machine, cached, and a shipped default.
+
+On a CPU the limit of a training preset is time per step, not memory. The model is, per
+dimensionality ``d`` (2 or 3),
+
+    t = t0_d + a_d * GMAC + b_d * MAct
+
+with GMAC the multiply-accumulates of one forward pass of the whole batch (10^9) and MAct the
+activation elements kept for backward (10^6) (:func:`medseg_bench.planning.topology.network_cost`):
+convolutions cost arithmetic, normalisation / activation / memory traffic cost per element, and 3D
+convolutions are less efficient per MAC on CPUs than 2D ones. Coefficients are fitted (non-negative
+least squares on relative errors) to measured SGD steps of MONAI ``DynUNet`` with the threads one
+runner worker gets (1: the runner starts one single-threaded worker per core).
+
+* :data:`DEFAULT_MODEL` was fitted on the reference machine (2-core Xeon, torch 2.13 CPU, 1 thread);
+  it reproduces ARCHITECTURE.md's "CPU reality" table (checked by ``tests/planning/test_calibration.py``).
+  ``plan`` uses it when this machine has no calibration, and says so.
+* ``medseg-bench plan --calibrate`` measures this machine (about a minute, imports torch) and caches
+  the fit in ``$MEDSEG_CACHE_DIR`` (default ``$XDG_CACHE_HOME/medseg_bench`` or
+  ``~/.cache/medseg_bench``) as ``cpu_calibration.json``, keyed by torch version, CPU model, core count
+  and threads. Later plans read the cache without importing torch.
+
+Batch size 1 is never measured: oneDNN runs 3D convolutions with batch 1 up to 3x slower per sample
+than batch 2 on this machine, and plans use batch >= 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CALIBRATION_GRID",
+    "CALIBRATION_VERSION",
+    "DEFAULT_MODEL",
+    "REFERENCE_TABLE",
+    "StepTimeModel",
+    "cache_path",
+    "calibrate",
+    "fit_step_time",
+    "load_step_time_model",
+    "machine_key",
+    "measure_step_time",
+]
+
+CALIBRATION_VERSION = 1
+
+#: ARCHITECTURE.md "CPU reality": (spacing, patch, batch, base features, in_channels, seconds per step)
+REFERENCE_TABLE = [
+    ((1.0, 1.0), (128, 128), 8, 16, 1, 0.41),
+    ((1.0, 1.0), (128, 128), 8, 32, 1, 1.04),
+    ((1.0, 1.0), (256, 256), 8, 16, 3, 2.58),
+    ((1.0, 1.0, 1.0), (64, 64, 64), 2, 16, 1, 2.07),
+    ((1.0, 1.0, 1.0), (48, 96, 96), 2, 16, 1, 3.94),
+]
+
+#: configurations measured by :func:`calibrate`: (spacing, patch, batch, base features)
+CALIBRATION_GRID = [
+    ((1.0, 1.0), (64, 64), 4, 8),
+    ((1.0, 1.0), (64, 64), 8, 16),
+    ((1.0, 1.0), (96, 96), 8, 16),
+    ((1.0, 1.0), (128, 128), 4, 8),
+    ((1.0, 1.0), (128, 128), 8, 16),
+    ((1.0, 1.0), (128, 128), 8, 32),
+    ((1.0, 1.0), (192, 192), 4, 16),
+    ((1.0, 1.0), (256, 256), 2, 16),
+    ((1.0, 1.0, 1.0), (32, 32, 32), 2, 8),
+    ((1.0, 1.0, 1.0), (32, 32, 32), 2, 16),
+    ((1.0, 1.0, 1.0), (32, 32, 32), 4, 16),
+    ((1.0, 1.0, 1.0), (48, 48, 48), 2, 16),
+    ((3.0, 1.0, 1.0), (16, 64, 64), 2, 16),
+    ((1.0, 1.0, 1.0), (32, 64, 64), 2, 16),
+    ((1.0, 1.0, 1.0), (64, 64, 64), 2, 16),
+]
+FEATURE_CAP = 320
+
+#: fitted on the reference machine with :func:`calibrate` (see the module docstring)
+DEFAULT_MODEL = {
+    "source": "default (reference machine: 2-core Xeon, torch 2.13 CPU, 1 thread)",
+    "threads": 1,
+    "coefficients": {
+        "2": {"t0": 0.006, "per_gmac": 0.046, "per_mact": 0.0047},
+        "3": {"t0": 0.006, "per_gmac": 0.0065, "per_mact": 0.0160},
+    },
+}
+
+
+@dataclass(frozen=True)
+class StepTimeModel:
+    """Seconds per training step (forward + backward + SGD update, network only) on a CPU."""
+
+    coefficients: dict
+    source: str
+    threads: int = 1
+
+    def predict(self, dims: int, macs: float, activations: float) -> float:
+        """Seconds for one step; ``macs`` and ``activations`` are for the whole batch (forward pass)."""
+        c = self.coefficients[str(dims)]
+        return float(c["t0"] + c["per_gmac"] * macs / 1e9 + c["per_mact"] * activations / 1e6)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "threads": self.threads, "coefficients": self.coefficients}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepTimeModel:
+        return cls(coefficients=d["coefficients"], source=d.get("source", "?"), threads=int(d.get("threads", 1)))
+
+
+def cache_path() -> Path:
+    """Where this machine's calibration is cached (see the module docstring)."""
+    root = os.environ.get("MEDSEG_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medseg_bench")
+    return Path(root) / "cpu_calibration.json"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(threads: int = 1) -> dict:
+    """What a calibration is valid for; read without importing torch."""
+    from importlib import metadata
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    return {
+        "calibration_version": CALIBRATION_VERSION,
+        "torch": torch_version,
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+    }
+
+
+def load_step_time_model(threads: int = 1) -> StepTimeModel:
+    """This machine's cached calibration when its key matches, else :data:`DEFAULT_MODEL`."""
+    path = cache_path()
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == machine_key(threads):
+                return StepTimeModel.from_dict(cached["model"])
+        except (ValueError, KeyError, TypeError):
+            pass  # a broken cache is ignored, not fatal; --calibrate rewrites it
+    return StepTimeModel.from_dict(DEFAULT_MODEL)
+
+
+def fit_step_time(rows: list[dict]) -> dict:
+    """Fit the per-dimensionality coefficients to measurements.
+
+    Args:
+        rows: ``{"dims", "macs", "activations", "seconds"}`` per measured configuration.
+
+    Returns:
+        The ``coefficients`` mapping of :class:`StepTimeModel`.
+    """
+    from scipy.optimize import nnls
+
+    out = {}
+    for dims in (2, 3):
+        sel = [r for r in rows if r["dims"] == dims]
+        if len(sel) < 3:
+            raise ValueError(f"need at least 3 {dims}D measurements to fit the step-time model, got {len(sel)}")
+        t = np.array([r["seconds"] for r in sel])
+        x = np.stack([np.ones_like(t), [r["macs"] / 1e9 for r in sel], [r["activations"] / 1e6 for r in sel]], 1)
+        coef, _ = nnls(x / t[:, None], np.ones_like(t))
+        out[str(dims)] = {"t0": float(coef[0]), "per_gmac": float(coef[1]), "per_mact": float(coef[2])}
+    return out
+
+
+def measure_step_time(spacing, patch, batch: int, base: int, in_channels: int = 1, out_channels: int = 2,
+                      repeats: int = 3, threads: int | None = 1) -> dict:
+    """Time SGD training steps of the planned ``DynUNet`` (imports torch and MONAI).
+
+    Returns:
+        ``{"dims", "patch", "batch", "base", "macs", "activations", "seconds"}``; ``seconds`` is the
+        fastest of ``repeats`` steps after one warm-up step (robust to other load on the machine).
+    """
+    import torch
+    from monai.networks.nets import DynUNet
+
+    from .topology import get_topology, network_cost, stage_filters
+
+    if threads:
+        torch.set_num_threads(threads)
+    topo = get_topology(spacing, patch)
+    filters = stage_filters(topo.num_stages, base, FEATURE_CAP)
+    cost = network_cost(topo, filters, in_channels, out_channels)
+    net = DynUNet(len(patch), in_channels, out_channels, [list(k) for k in topo.kernel_sizes],
+                  [list(s) for s in topo.strides], [list(s) for s in topo.strides[1:]], filters=filters, norm_name="instance")
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.99, nesterov=True)
+    x = torch.randn(batch, in_channels, *topo.patch_size)
+    y = torch.randint(0, out_channels, (batch, *topo.patch_size))
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return {"dims": len(patch), "patch": list(topo.patch_size), "batch": batch, "base": base,
+            "macs": cost.macs * batch, "activations": cost.activations * batch, "seconds": min(times[1:])}
+
+
+def calibrate(threads: int = 1, save: bool = True, grid=None, log=print) -> StepTimeModel:
+    """Measure :data:`CALIBRATION_GRID` on this machine, fit, and cache the model (atomic write)."""
+    rows = []
+    for spacing, patch, batch, base in grid or CALIBRATION_GRID:
+        row = measure_step_time(spacing, patch, batch, base, threads=threads)
+        rows.append(row)
+        if log:
+            log(f"  {len(patch)}D patch {'x'.join(map(str, row['patch']))} batch {batch} base {base}: {row['seconds']:.3f} s")
+    model = StepTimeModel(fit_step_time(rows), source=f"calibrated on this machine ({time.strftime('%Y-%m-%d')})", threads=threads)
+    if save:
+        path = cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"key": machine_key(threads), "model": model.to_dict(), "measurements": rows}, indent=2) + "\n")
+        os.replace(tmp, path)
+    return model
