@@ -19,7 +19,7 @@ Rules (ARCHITECTURE.md, "Label budgets"):
 * the permutation depends only on the training case ids and the seed (not on the order files are
   listed in, not on the dataset's folder name), so the same content gives the same split anywhere;
 * the unlabelled pool of a budget is every other training case (its label is never read) plus
-  ``imagesUnlabelled/``.
+  ``imagesUnlabelled/`` and any ``imagesTr`` image without a label file.
 
 A budget larger than the number of training cases is not an error when writing the file (it is
 listed under ``skipped_budgets`` with the reason), but asking for it raises :class:`BudgetError`
@@ -119,7 +119,9 @@ def make_splits(raw_dataset: RawDataset | str | os.PathLike, budgets=DEFAULT_BUD
     raw = raw_dataset if isinstance(raw_dataset, RawDataset) else RawDataset(raw_dataset)
     test = sorted(c.case_id for c in raw.test_cases())
     train = sorted(c.case_id for c in raw.train_cases())
-    unlabelled = sorted(c.case_id for c in raw.unlabelled_cases())
+    # imagesUnlabelled/ plus imagesTr images that have no label file
+    unlabelled = sorted({c.case_id for c in raw.unlabelled_cases()}
+                        | {c.case_id for c in raw.raw_cases("train") if c.label_file is None})
     if not train:
         raise BudgetError(f"{raw.path}: no labelled training cases (after setting aside {len(test)} test case(s))")
     budgets = [normalise_budget(b) for b in budgets]

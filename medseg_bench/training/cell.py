@@ -48,23 +48,19 @@ def _wd(workdir) -> Workdir:
     return workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir).expanduser().resolve())
 
 
-def ensure_prepared(workdir, dataset, configs=None) -> dict:
-    """Plan and preprocess ``dataset`` when its plan or preprocessed arrays are missing or out of
-    date; returns the plan. Safe to call repeatedly (cheap when everything is in place)."""
-    from .. import planning, preprocessing
+def ensure_prepared(workdir, dataset, configs=None, num_workers: int | None = None) -> dict:
+    """Plan and preprocess ``dataset`` where its plan or preprocessed arrays are missing or out of
+    date; returns the plan. Both stages are incremental (an unchanged dataset is only re-checked), so
+    this is cheap to call repeatedly. Not safe to run concurrently for one dataset: the runner calls
+    it once per dataset before its cells."""
+    from ..planning import plan_dataset
+    from ..preprocessing import preprocess_dataset
 
     wd = _wd(workdir)
     raw_dir = wd.resolve_dataset(dataset)
     out = wd.preprocessed(raw_dir.name)
-    if hasattr(preprocessing, "ensure_preprocessed"):
-        return preprocessing.ensure_preprocessed(raw_dir, out, configs=configs)
-    if not (out / "plans.json").is_file():
-        planning.plan_dataset(raw_dir, out)
-    plans = preprocessing.load_plans(out)
-    missing = [c for c, cfg in plans["configurations"].items()
-               if (configs is None or c in configs) and not (out / cfg["data_identifier"]).is_dir()]
-    if missing:
-        preprocessing.preprocess_dataset(raw_dir, out, configs=missing)
+    plans = plan_dataset(raw_dir, out, num_workers=num_workers)
+    preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
     return plans
 
 
