@@ -79,6 +79,26 @@ def method_info_of(name: str) -> dict:
             "class_rule": getattr(m, "class_rule", None)}
 
 
+def _engine_failure(workdir: Path, cell: Cell, started: str) -> dict | None:
+    """The engine's own ``failed`` record (it has the provenance) when it wrote one for this attempt."""
+    from .results import RecordError, read_json
+
+    path = cell.run_dir(workdir) / "record.json"
+    try:
+        rec = read_json(path) if path.is_file() else None
+    except RecordError:
+        return None
+    if not isinstance(rec, dict) or rec.get("status") != "failed" or not rec.get("error"):
+        return None
+    try:
+        same = Cell.from_dict(rec.get("cell") or {}) == cell
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not same or str((rec.get("provenance") or {}).get("started") or "") < started:
+        return None  # a stale record from an earlier attempt, or another cell's
+    return rec
+
+
 def execute_cell(task: CellTask) -> dict:
     """Run one cell and store its record in ``<workdir>/results/``; return the record.
 
@@ -99,8 +119,8 @@ def execute_cell(task: CellTask) -> dict:
         if not isinstance(record, dict):
             raise TypeError(f"cell function returned {type(record).__name__}, expected the record dict")
     except Exception as exc:  # a failing cell is recorded, never fatal to the grid
-        record = failure_record(cell, exc, started=started, wall_time_s=time.perf_counter() - t0,
-                                method_info=method_info_of(cell.method))
+        record = _engine_failure(workdir, cell, started) or failure_record(
+            cell, exc, started=started, wall_time_s=time.perf_counter() - t0, method_info=method_info_of(cell.method))
         write_record(workdir, record)
         return record
     synced = sync_done_record(workdir, cell)

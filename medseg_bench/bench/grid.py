@@ -151,9 +151,10 @@ class Cell:
 def method_budgets(method, budgets: Sequence[int | str], n_labelled: int | None = None) -> list[int | str]:
     """The budgets among ``budgets`` at which ``method`` appears.
 
-    ``method.budgets`` (METHODS contract): ``"zero_only"`` (unsupervised, classical: budget 0),
-    ``"labelled"`` (integer budgets >= 1), ``"all_only"`` (``supervised_full``: ``all``),
-    ``"labelled_and_all"`` (integer budgets >= 1 and ``all``). A method may instead define
+    ``method.budgets`` (the Method contract): ``"zero_only"`` (unsupervised, classical: budget 0),
+    ``"labelled"`` (integer budgets >= 1 and ``all``), ``"all_only"`` (``supervised_full``: ``all``).
+    :func:`expand_grid` drops ``all`` for a method whose dedicated ``all_only`` subclass is in the grid
+    (``supervised`` at ``all`` *is* ``supervised_full``). A method may instead define
     ``applies_to_budget(budget) -> bool``. Integer budgets above ``n_labelled`` (the dataset's labelled
     training cases, when known) are dropped: they cannot be drawn.
     """
@@ -170,8 +171,6 @@ def method_budgets(method, budgets: Sequence[int | str], n_labelled: int | None 
         elif rule == "all_only":
             ok = b == ALL
         elif rule == "labelled":
-            ok = b != ALL and b >= 1
-        elif rule == "labelled_and_all":
             ok = b == ALL or b >= 1
         elif rule == "any":
             ok = True
@@ -255,6 +254,10 @@ def expand_grid(
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     budgets = parse_budgets(budgets)
+    # a method's "all" row is its all_only subclass when the grid has one (supervised -> supervised_full)
+    has_all_variant = {n for n, m in methods.items()
+                       if any(isinstance(o, type) and isinstance(m, type) and o is not m and issubclass(o, m)
+                              and getattr(o, "budgets", None) == "all_only" for o in methods.values())}
     cells: list[Cell] = []
     for ds in sorted(datasets):
         plans = datasets[ds]
@@ -262,6 +265,8 @@ def expand_grid(
             method = methods[name]
             config = resolve_configuration(method, plans, preset)
             applicable = method_budgets(method, budgets, (n_labelled or {}).get(ds)) if config else []
+            if name in has_all_variant:
+                applicable = [b for b in applicable if b != ALL]
             if not applicable:
                 if explicit_methods and warn:
                     why = "no configuration fits its dims" if config is None else "no requested budget applies"

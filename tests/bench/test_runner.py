@@ -30,7 +30,7 @@ def _run(wd, methods=METHODS, **kw):
 
 def test_run_skip_and_resume(wd):
     summary, cells = _run(wd, workers=2)
-    assert summary.ok and summary.done == len(cells) == 2 * 4
+    assert summary.ok and summary.done == len(cells) == 2 * 5  # unsup 0, semi 2+all, supervised 2, full all
     assert len(_calls(wd)) == len(cells)
     assert all("threads=1" in line for line in _calls(wd))  # one torch thread per worker
     assert len({line.split("pid=")[1].split()[0] for line in _calls(wd)}) <= 2  # pool of <= 2 processes
