@@ -163,6 +163,41 @@ def _read_natural(path: Path, spacing: tuple[float, ...] | None) -> tuple[np.nda
     return array, Geometry(_natural_spacing(path, 2, spacing))
 
 
+def _check_nifti_complete(path: Path, data_nbytes: int) -> None:
+    """ITK fills a truncated NIfTI with zeros instead of failing: compare the stored size (gzip's
+    ISIZE trailer, or the file size) with header offset + voxel bytes; on a gzip mismatch confirm by
+    decompressing (multi-member gzip files have no single trailer)."""
+    import gzip
+    import struct
+
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(540)
+        endian = "<" if struct.unpack("<i", head[:4])[0] in (348, 540) else ">"
+        sizeof = struct.unpack(endian + "i", head[:4])[0]
+        if sizeof == 348:
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        elif sizeof == 540:
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+        else:
+            return
+        expected = offset + data_nbytes
+        if not gz:
+            complete = path.stat().st_size >= expected
+        else:
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                complete = struct.unpack("<I", fh.read(4))[0] == expected % 2**32
+            if not complete:
+                with gzip.open(path, "rb") as fh:
+                    complete = sum(len(b) for b in iter(lambda: fh.read(1 << 22), b"")) >= expected
+    except (OSError, EOFError, struct.error) as exc:
+        raise ImageReadError(path, f"unreadable or truncated image ({type(exc).__name__}: {exc})") from exc
+    if not complete:
+        raise ImageReadError(path, "unreadable or truncated image (fewer voxel bytes than the header declares)")
+
+
 def read_image(path: str | os.PathLike, spacing: tuple[float, ...] | None = None) -> tuple[np.ndarray, Geometry]:
     """Read one image file.
 
@@ -195,6 +230,8 @@ def read_image(path: str | os.PathLike, spacing: tuple[float, ...] | None = None
         raise ImageReadError(path, f"unreadable or truncated image ({type(exc).__name__}: {exc})") from exc
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(path, "multi-component medical images are not supported; store one file per channel")
+    if ending in (".nii", ".nii.gz"):
+        _check_nifti_complete(path, array.nbytes)
     geometry = Geometry(
         spacing=tuple(reversed(image.GetSpacing())), origin=image.GetOrigin(), direction=image.GetDirection()
     )

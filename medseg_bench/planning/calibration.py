@@ -46,6 +46,7 @@ __all__ = [
     "fit_step_time",
     "load_step_time_model",
     "machine_key",
+    "measure_forward_backward_memory",
     "measure_step_time",
 ]
 
@@ -216,6 +217,72 @@ def measure_step_time(spacing, patch, batch: int, base: int, in_channels: int = 
         times.append(time.perf_counter() - start)
     return {"dims": len(patch), "patch": list(topo.patch_size), "batch": batch, "base": base,
             "macs": cost.macs * batch, "activations": cost.activations * batch, "seconds": min(times[1:])}
+
+
+def _memory_worker() -> None:  # pragma: no cover - runs in a subprocess (measure_forward_backward_memory)
+    import gc
+    import resource
+    import sys
+
+    import torch
+    from monai.networks.nets import DynUNet
+
+    from .topology import get_topology, stage_filters
+
+    torch.set_num_threads(1)
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * page
+
+    results = []
+    for spacing, patch, batch, base, cin in json.loads(sys.stdin.read()):
+        topo = get_topology(spacing, patch)
+        filters = stage_filters(topo.num_stages, base, FEATURE_CAP)
+        net = DynUNet(len(patch), cin, 2, [list(k) for k in topo.kernel_sizes], [list(s) for s in topo.strides],
+                      [list(s) for s in topo.strides[1:]], filters=filters, norm_name="instance")
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.99)
+        x = torch.randn(batch, cin, *topo.patch_size)
+        y = torch.randint(0, 2, (batch, *topo.patch_size))
+
+        def step():
+            opt.zero_grad(set_to_none=False)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        step()  # gradients and momentum buffers exist from here on: they belong to the baseline
+        before = rss()
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        results.append(peak - before)
+        del net, opt, x, y
+        gc.collect()
+    print(json.dumps(results))
+
+
+def measure_forward_backward_memory(configs) -> list[int]:
+    """Peak extra resident memory (bytes) of one forward + backward + SGD step, per configuration.
+
+    Runs in a fresh subprocess with glibc's mmap threshold lowered (``MALLOC_MMAP_THRESHOLD_``), so
+    large freed blocks go back to the system and the resident set follows live memory; the peak comes
+    from ``getrusage(RUSAGE_SELF).ru_maxrss`` minus the resident set just before the step (model,
+    gradients and momentum already allocated). ``ru_maxrss`` is a high-water mark, so ``configs`` must
+    be ordered by increasing memory (each at least ~1.3x the previous).
+
+    Args:
+        configs: ``[(spacing, patch, batch, base_features, in_channels), ...]``.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_NUM_THREADS="1")
+    code = "from medseg_bench.planning.calibration import _memory_worker; _memory_worker()"
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps([list(map(list, c[:2])) + list(c[2:]) for c in configs]),
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def calibrate(threads: int = 1, save: bool = True, grid=None, log=print) -> StepTimeModel:

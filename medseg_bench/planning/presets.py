@@ -244,7 +244,7 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
     if policy.device == "cpu":
         step_time, memory = step_cpu, mem_cpu
         budget = policy.train_seconds_2d if dims == 2 else policy.train_seconds_3d
-        iterations = int(min(policy.max_iterations, max(policy.min_iterations, round(budget / step_time))))
+        iterations = int(min(policy.max_iterations, max(policy.min_iterations, round(budget / max(step_time, 1e-3)))))
         schedule = {"num_epochs": int(math.ceil(iterations / policy.iterations_per_epoch)),
                     "time_budget_s": budget}
     else:

@@ -155,6 +155,7 @@ def network_cost(topology: Topology, filters, in_channels: int, out_channels: in
     conv with kernel = stride, concatenation with the skip, then a basic block; a 1x1x1 output conv).
     DynUNet's convolutions have no bias (except the output conv) and its instance norm is not affine.
     """
+    _check_filters(topology, filters)
     shapes = topology.feature_map_shapes()
     vox = [float(np.prod(s)) for s in shapes]
     ks = [int(np.prod(k)) for k in topology.kernel_sizes]
@@ -187,8 +188,14 @@ def network_cost(topology: Topology, filters, in_channels: int, out_channels: in
     return NetworkCost(macs=macs, activations=acts, largest_map=largest, parameters=int(params))
 
 
+def _check_filters(topology: Topology, filters) -> None:
+    if len(filters) != topology.num_stages:
+        raise ValueError(f"{len(filters)} filter counts for a topology of {topology.num_stages} stages")
+
+
 def network_dict(topology: Topology, filters, in_channels: int, out_channels: int) -> dict:
     """The ``network`` entry of a plan: the arguments of MONAI ``DynUNet`` as plain data."""
+    _check_filters(topology, filters)
     return {
         "architecture": "DynUNet",
         "spatial_dims": len(topology.patch_size),
