@@ -2,7 +2,13 @@
 
 import pytest
 
-from medseg_bench.planning.topology import get_topology, network_cost, network_dict, round_to_divisor, stage_filters
+from medseg_bench.planning.topology import (
+    get_topology,
+    network_cost,
+    network_dict,
+    round_to_divisor,
+    stage_filters,
+)
 
 
 def test_isotropic_2d_pools_to_4_and_pads_to_divisor():
