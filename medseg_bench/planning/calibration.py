@@ -247,7 +247,7 @@ def _memory_worker() -> None:  # pragma: no cover - runs in a subprocess (measur
         y = torch.randint(0, 2, (batch, *topo.patch_size))
 
         before = 0
-        for i in range(2):  # after the first step gradients and momentum exist: they belong to the baseline
+        for _ in range(2):  # after the first step gradients and momentum exist: they belong to the baseline
             before = rss()
             opt.zero_grad(set_to_none=False)
             torch.nn.functional.cross_entropy(net(x), y).backward()
