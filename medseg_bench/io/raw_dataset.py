@@ -229,9 +229,18 @@ class RawDataset:
     def has_test_labels(self) -> bool:
         return (self.path / "labelsTs").is_dir() and any(c.label_file for c in self._cases("test"))
 
+    @property
+    def test_labels_withheld(self) -> bool:
+        """A staged copy for a submission (``"test_labels_withheld": true`` in dataset.json): the test
+        set is every image in ``imagesTs``, whose labels were left out on purpose."""
+        return bool(self.meta.get("test_labels_withheld", False))
+
     def test_cases(self) -> list[Case]:
         """The fixed benchmark test set: ``imagesTs`` + ``labelsTs`` when present; otherwise the
-        labelled training cases chosen by :func:`hash_test_case_ids` (seed-independent)."""
+        labelled training cases chosen by :func:`hash_test_case_ids` (seed-independent). In a staged
+        copy with withheld test labels: every ``imagesTs`` case (without a label file)."""
+        if self.test_labels_withheld:
+            return list(self._cases("test"))
         if self.has_test_labels:
             return [c for c in self._cases("test") if c.label_file is not None]
         train = [c for c in self._cases("train") if c.label_file is not None]
@@ -240,7 +249,7 @@ class RawDataset:
 
     def train_cases(self) -> list[Case]:
         """Labelled training cases available to the benchmark (test cases excluded)."""
-        test_ids = set() if self.has_test_labels else {c.case_id for c in self.test_cases()}
+        test_ids = set() if self.has_test_labels or self.test_labels_withheld else {c.case_id for c in self.test_cases()}
         return [c for c in self._cases("train") if c.label_file is not None and c.case_id not in test_ids]
 
     def unlabelled_cases(self) -> list[Case]:

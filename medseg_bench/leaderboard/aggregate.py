@@ -157,7 +157,7 @@ def _finish_cell(cell: BoardCell, metrics: list) -> None:
         seeds = cell.seed_means.get(m, {})
         vals = [v for _, v in sorted(seeds.items()) if not math.isnan(v)]
         cell.mean[m] = float(np.mean(vals)) if vals else math.nan
-        cell.std[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else (0.0 if vals else math.nan)
+        cell.std[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan  # one seed: no spread
 
 
 def _cost(row: BoardRow) -> dict:

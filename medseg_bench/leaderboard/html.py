@@ -31,7 +31,8 @@ def _cell_json(cell, metric: str, best: bool) -> dict:
     if status in ("failed", "missing"):
         return {"text": status, "value": None, "status": status}
     mean = cell.mean.get(metric, math.nan)
-    text = f"{fmt(mean, d)} ± {fmt(cell.std.get(metric), d)}"
+    std = cell.std.get(metric, math.nan)
+    text = fmt(mean, d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
     note = _seeds_note(cell).strip()
     if cell.n_inf.get(metric, 0) and metric in ("hd95", "assd"):
         note = f"[{cell.n_inf[metric]} inf] " + note

@@ -56,7 +56,8 @@ def cell_text(cell: BoardCell | None, metric: str, best: bool) -> str:
     if status in ("failed", "missing"):
         return status
     d = _DIGITS.get(metric, 3)
-    text = f"{fmt(cell.mean.get(metric), d)} ± {fmt(cell.std.get(metric), d)}"
+    std = cell.std.get(metric, math.nan)
+    text = fmt(cell.mean.get(metric), d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
     if best:
         text = f"**{text}**"
     marker = cell.marker.get(metric, "")
@@ -110,8 +111,8 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
         out += [DEMO_BANNER, ""]
     seeds = ", ".join(str(s) for s in board.seeds) or "—"
     out += [f"Seeds {seeds} · {board.n_cases} test cases · budgets = labelled training cases. "
-            "Values: mean over test cases, then mean ± std over seeds; class metrics are averaged over "
-            "foreground classes.", ""]
+            "Values: mean over test cases, then mean ± std over seeds (no ± with one seed); class metrics are "
+            "averaged over foreground classes.", ""]
     main = _ordered([r for r in board.rows if not r.oracle])
     oracle = _ordered([r for r in board.rows if r.oracle])
     for metric in board.metrics:
