@@ -119,14 +119,15 @@ def test_merge_rejects_hash_mismatch(cheated, tmp_path):
 
 
 def test_contract_errors_are_clear(tmp_path):
+    from medseg_bench.leaderboard.submit import load_submission, validate_method
+
     missing_hook = tmp_path / "no_step.py"
     missing_hook.write_text(
         "from medseg_bench.methods import Method, register_method\n"
         "@register_method\nclass NoStep(Method):\n"
         "    name = 'no_step'\n    family = 'supervised'\n    citation = 'test'\n    dims = (2,)\n")
     with pytest.raises(SubmissionError, match="training_step"):
-        submit(str(missing_hook), tmp_path / "wd", datasets=[_tiny(tmp_path / "wd")], budgets=["2"], seeds=[0],
-               preset="demo", iterations=2)
+        validate_method(load_submission(str(missing_hook)), tmp_path / "c1")
     wrong_labels = tmp_path / "wrong_labels.py"
     wrong_labels.write_text(
         "import numpy as np\nfrom medseg_bench.methods import register_method\n"
@@ -136,10 +137,32 @@ def test_contract_errors_are_clear(tmp_path):
         "    def to_segmentation(self, probabilities, image=None):\n"
         "        return np.full(probabilities.shape[1:], 7, np.uint8)\n")
     with pytest.raises(SubmissionError, match="to_segmentation"):
-        submit(str(wrong_labels), tmp_path / "wd", datasets=["tiny_discs"], budgets=["2"], seeds=[0],
-               preset="demo", iterations=2)
+        validate_method(load_submission(str(wrong_labels)), tmp_path / "c2")
     with pytest.raises(FileNotFoundError):
         submit(str(tmp_path / "nope.py"), tmp_path / "wd")
+
+
+def test_wrong_prediction_shape_is_reported(cheated, tmp_path):
+    from medseg_bench.io import RawDataset
+    from medseg_bench.leaderboard.submit import check_predictions
+
+    wd, ds, bundle, _ = cheated
+    (entry,) = json.loads((bundle / "bundle.json").read_text())["cells"]
+    pred = tmp_path / "pred"
+    shutil.copytree(bundle / "predictions" / entry["key"], pred)
+    raw = RawDataset(wd / "raw" / ds)
+    check_predictions(pred, raw, entry["test_cases"])  # the real ones pass
+    f = pred / f"{entry['test_cases'][0]}.nii.gz"
+    arr, g = read_image(f)
+    write_image(f, np.zeros((arr.shape[0] - 1, arr.shape[1]), np.uint8), g)
+    with pytest.raises(SubmissionError, match="shape"):
+        check_predictions(pred, raw, entry["test_cases"])
+    write_image(f, np.full(arr.shape, 5, np.uint8), g)
+    with pytest.raises(SubmissionError, match="label values"):
+        check_predictions(pred, raw, entry["test_cases"])
+    f.unlink()
+    with pytest.raises(SubmissionError, match="no prediction"):
+        check_predictions(pred, raw, entry["test_cases"])
 
 
 def test_worked_example_is_a_valid_method():

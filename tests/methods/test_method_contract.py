@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from medseg_bench.methods import Method, get_method, list_methods, load_method_from_file, register_method, unregister_method
+from medseg_bench.methods import (
+    Method,
+    get_method,
+    list_methods,
+    load_method_from_file,
+    register_method,
+    unregister_method,
+)
 from medseg_bench.training.contract import ContractError, check_method_contract
 
 torch.set_num_threads(1)  # see tests/training/conftest.py

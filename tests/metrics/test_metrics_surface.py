@@ -197,27 +197,17 @@ def test_property_matches_bruteforce(data, ndim, spacing):
         assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-12)
 
 
-def test_both_search_paths_are_exercised(monkeypatch):
-    """Near queries are answered by the offset walk, far ones by the KD-tree; both exact."""
-    from medseg_bench.metrics import _surface
-
-    calls = []
-    real = _surface.cKDTree
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_surface, "cKDTree", counting)
-    a = np.zeros((120, 120), bool)
-    a[10:40, 10:40] = True
-    near = np.roll(a, 2, axis=1)
-    surface_metrics(near, a)
-    assert not calls  # everything within the walk radius
-    far = np.roll(a, 70, axis=0)
-    dpr, drp = surface_distances(far, a, (1.0, 0.9))
-    assert calls  # beyond the walk radius
-    np.testing.assert_allclose(dpr, ref_directed(far, a, (1.0, 0.9)), rtol=RTOL)
+def test_tall_image_uses_wide_column_distances():
+    """Boxes of >= 65535 rows switch the column-distance array from uint16 to uint32."""
+    a = np.zeros((70_000, 3), bool)
+    b = np.zeros((70_000, 3), bool)
+    a[:5, :] = True
+    a[69_990:, 1] = True
+    b[30_000:30_004, 1:] = True
+    for sp in (None, (0.01, 2.0)):
+        dpr, drp = surface_distances(a, b, sp)
+        np.testing.assert_allclose(dpr, ref_directed(a, b, sp), rtol=RTOL)
+        np.testing.assert_allclose(drp, ref_directed(b, a, sp), rtol=RTOL)
 
 
 def test_parallel_kernels_match_serial(monkeypatch):
