@@ -100,6 +100,16 @@ def load_methods(names: list[str] | None) -> dict[str, type]:
     return {n: registry.get_method(n) for n in registry.list_methods(builtin_only=True)}
 
 
+def _cuda_devices() -> list[str]:
+    """``["cuda:0", ...]`` for the visible GPUs (empty on a CPU machine)."""
+    try:
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    except ImportError:  # pragma: no cover
+        return []
+
+
 def _n_labelled(workdir: Path, dataset: str) -> int | None:
     from ..io import DatasetError, RawDataset
 
@@ -155,8 +165,14 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
 
     todo = sum(not cell_is_done(workdir, c) for c in cells)
     cores = os.cpu_count() or 1
-    n_workers = workers if workers is not None else max(1, min(cores, todo))
-    ex = make_executor(executor, workdir, workers=n_workers, **(executor_options or {}))
+    options = dict(executor_options or {})
+    gpus = _cuda_devices() if executor == "local" and "devices" not in options else []
+    if gpus:  # one worker per GPU, the cores shared among them
+        n_workers = workers if workers is not None else max(1, min(len(gpus), todo))
+        options.update(devices=gpus, num_threads=max(1, cores // n_workers))
+    else:  # one single-threaded worker per core
+        n_workers = workers if workers is not None else max(1, min(cores, todo))
+    ex = make_executor(executor, workdir, workers=n_workers, **options)
     log(f"grid: {len(cells)} cells ({todo} to run) on {len(ds_names)} dataset(s), preset {preset}, "
         f"executor {executor}" + (f" with {n_workers} worker(s)" if executor == "local" else ""))
 

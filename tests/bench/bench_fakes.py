@@ -44,7 +44,7 @@ def fake_cell_fn(workdir, dataset, method, budget, seed, preset=None, config=Non
     """Engine stand-in. Method names steer it: 'broken' raises, 'crash' kills its process."""
     wd = Workdir(Path(workdir))
     with open(Path(workdir) / "calls.log", "a") as f:
-        f.write(f"{dataset} {method} {budget} {seed} pid={os.getpid()} threads={num_threads}\n")
+        f.write(f"{dataset} {method} {budget} {seed} pid={os.getpid()} threads={num_threads} device={device}\n")
     if method == "broken":
         raise RuntimeError("deliberately broken method")
     if method == "crash":

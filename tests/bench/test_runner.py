@@ -84,3 +84,15 @@ def test_record_files_are_valid_json(wd):
     _run(wd, workers=0, budgets=[0])
     for p in (wd / "results").glob("*.json"):
         json.loads(p.read_text())
+
+
+def test_workers_pinned_to_devices(wd):
+    """On a GPU machine each worker owns one device (here: fake device names, the cells only log them)."""
+    summary, cells = _run(wd, workers=2, datasets=["toy_a"], executor_options={"devices": ["cuda:0", "cuda:1"]})
+    assert summary.ok
+    by_pid = {}
+    for line in _calls(wd):
+        pid = line.split("pid=")[1].split()[0]
+        by_pid.setdefault(pid, set()).add(line.split("device=")[1])
+    assert set().union(*by_pid.values()) <= {"cuda:0", "cuda:1"}
+    assert all(len(devs) == 1 for devs in by_pid.values())  # a worker keeps its device

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import wait
 
 from ..cells import CellTask, execute_cell, limit_threads
@@ -41,7 +42,8 @@ def _worker_loop(conn, num_threads: int | None) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, num_threads: int | None):
+    def __init__(self, ctx, num_threads: int | None, device: str | None = None):
+        self.device = device
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_loop, args=(child, num_threads), name="medseg-bench-worker")
         self.proc.start()
@@ -62,15 +64,21 @@ class _Worker:
 
 
 class LocalExecutor(Executor):
-    """Pool of ``workers`` processes (default: the number of cores) of ``num_threads`` threads each."""
+    """Pool of ``workers`` processes (default: the number of cores) of ``num_threads`` threads each.
+
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) pins worker *i* to ``devices[i % len(devices)]``: on a
+    GPU machine the runner starts one worker per GPU.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, num_threads: int | None = 1, device: str | None = None):
+    def __init__(self, workers: int | None = None, num_threads: int | None = 1, device: str | None = None,
+                 devices: list[str] | None = None):
         self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
         self.capacity = max(1, self.workers)
         self.num_threads = num_threads
         self.device = device
+        self.devices = list(devices or [])
         self._ctx = mp.get_context("spawn")
         self._pool: list[_Worker] = []
         self._inline_done: list[tuple[CellTask, dict]] = []
@@ -85,7 +93,9 @@ class LocalExecutor(Executor):
         self._pool = [w for w in self._pool if w.proc.is_alive() or w.task is not None]
         if len(self._pool) >= self.capacity:
             raise RuntimeError("no free worker: the runner submitted more tasks than the capacity")
-        w = _Worker(self._ctx, self.num_threads)
+        used = {w.device for w in self._pool}
+        free = [d for d in self.devices if d not in used] or self.devices or [None]
+        w = _Worker(self._ctx, self.num_threads, free[0])
         self._pool.append(w)
         return w
 
@@ -96,7 +106,7 @@ class LocalExecutor(Executor):
                 continue
             w = self._free_worker()
             w.task = task
-            w.conn.send(task)
+            w.conn.send(replace(task, device=w.device) if w.device else task)
 
     def running(self) -> int:
         return sum(w.task is not None for w in self._pool) + len(self._inline_done)
