@@ -3,12 +3,14 @@
 On a CPU the limit of a training preset is time per step, not memory. The model is, per
 dimensionality ``d`` (2 or 3),
 
-    t = t0_d + a_d * GMAC + b_d * MAct
+    t = t0_d + a_d * GMAC + b_d * MAct + c_d * MAct_large
 
-with GMAC the multiply-accumulates of one forward pass of the whole batch (10^9) and MAct the
-activation elements kept for backward (10^6) (:func:`medseg_bench.planning.topology.network_cost`):
-convolutions cost arithmetic, normalisation / activation / memory traffic cost per element, and 3D
-convolutions are less efficient per MAC on CPUs than 2D ones. Coefficients are fitted (non-negative
+with GMAC the multiply-accumulates of one forward pass of the whole batch (10^9), MAct the activation
+elements kept for backward (10^6) and MAct_large those of them in tensors over 16 MiB
+(:func:`medseg_bench.planning.topology.network_cost`): convolutions cost arithmetic, normalisation /
+activation / memory traffic cost per element, and once a feature map no longer fits the CPU's caches
+every element costs more (on the reference machine a 2D step at 256^2 x batch 8 took 5.7x the time of
+128^2 x batch 8, not 4x). Coefficients are fitted (non-negative
 least squares on relative errors) to measured SGD steps of MONAI ``DynUNet`` with the threads one
 runner worker gets (1: the runner starts one single-threaded worker per core).
 
@@ -69,8 +71,9 @@ CALIBRATION_GRID = [
     ((1.0, 1.0), (128, 128), 4, 8),
     ((1.0, 1.0), (128, 128), 8, 16),
     ((1.0, 1.0), (128, 128), 8, 32),
-    ((1.0, 1.0), (192, 192), 4, 16),
+    ((1.0, 1.0), (192, 192), 8, 16),
     ((1.0, 1.0), (256, 256), 2, 16),
+    ((1.0, 1.0), (256, 256), 8, 16),
     ((1.0, 1.0, 1.0), (32, 32, 32), 2, 8),
     ((1.0, 1.0, 1.0), (32, 32, 32), 2, 16),
     ((1.0, 1.0, 1.0), (32, 32, 32), 4, 16),
@@ -80,14 +83,19 @@ CALIBRATION_GRID = [
     ((1.0, 1.0, 1.0), (64, 64, 64), 2, 16),
 ]
 FEATURE_CAP = 320
+#: feature maps above this size (bytes, whole batch) count as beyond the cache
+LARGE_MAP_BYTES = 16 * 2**20
 
-#: fitted on the reference machine with :func:`calibrate` (see the module docstring)
+#: Fitted on the reference machine with :func:`calibrate` (15 of 16 grid points within 10 %; the
+#: 256^2 x 8 step 15 % under), then scaled per dimensionality (2D x0.86, 3D x0.89) so that it
+#: reproduces ARCHITECTURE.md's table, measured on the same kind of machine when it was idle (our run
+#: shared the two cores with other jobs): the table's five rows within 18 %.
 DEFAULT_MODEL = {
     "source": "default (reference machine: 2-core Xeon, torch 2.13 CPU, 1 thread)",
     "threads": 1,
     "coefficients": {
-        "2": {"t0": 0.006, "per_gmac": 0.046, "per_mact": 0.0047},
-        "3": {"t0": 0.006, "per_gmac": 0.0065, "per_mact": 0.0160},
+        "2": {"t0": 0.007691, "per_gmac": 0.029043, "per_mact": 0.004903, "per_mact_large": 0.003255},
+        "3": {"t0": 0.032597, "per_gmac": 0.009696, "per_mact": 0.009301, "per_mact_large": 0.007735},
     },
 }
 
@@ -100,10 +108,16 @@ class StepTimeModel:
     source: str
     threads: int = 1
 
-    def predict(self, dims: int, macs: float, activations: float) -> float:
-        """Seconds for one step; ``macs`` and ``activations`` are for the whole batch (forward pass)."""
+    def predict(self, dims: int, cost, batch_size: int) -> float:
+        """Seconds for one step of a network of ``cost`` (:class:`~.topology.NetworkCost`) on a batch."""
+        return self.predict_totals(dims, cost.macs * batch_size, cost.activations * batch_size,
+                                   cost.activations_in_maps_over(batch_size, LARGE_MAP_BYTES))
+
+    def predict_totals(self, dims: int, macs: float, activations: float, large_activations: float = 0.0) -> float:
+        """Seconds for one step from whole-batch totals (forward MACs, stored activation elements)."""
         c = self.coefficients[str(dims)]
-        return float(c["t0"] + c["per_gmac"] * macs / 1e9 + c["per_mact"] * activations / 1e6)
+        return float(c["t0"] + c["per_gmac"] * macs / 1e9 + c["per_mact"] * activations / 1e6
+                     + c.get("per_mact_large", 0.0) * large_activations / 1e6)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "threads": self.threads, "coefficients": self.coefficients}
@@ -165,7 +179,8 @@ def fit_step_time(rows: list[dict]) -> dict:
     """Fit the per-dimensionality coefficients to measurements.
 
     Args:
-        rows: ``{"dims", "macs", "activations", "seconds"}`` per measured configuration.
+        rows: ``{"dims", "macs", "activations", "large_activations", "seconds"}`` per measured
+            configuration (``large_activations`` optional, default 0).
 
     Returns:
         The ``coefficients`` mapping of :class:`StepTimeModel`.
@@ -175,12 +190,14 @@ def fit_step_time(rows: list[dict]) -> dict:
     out = {}
     for dims in (2, 3):
         sel = [r for r in rows if r["dims"] == dims]
-        if len(sel) < 3:
-            raise ValueError(f"need at least 3 {dims}D measurements to fit the step-time model, got {len(sel)}")
+        if len(sel) < 4:
+            raise ValueError(f"need at least 4 {dims}D measurements to fit the step-time model, got {len(sel)}")
         t = np.array([r["seconds"] for r in sel])
-        x = np.stack([np.ones_like(t), [r["macs"] / 1e9 for r in sel], [r["activations"] / 1e6 for r in sel]], 1)
+        x = np.stack([np.ones_like(t), [r["macs"] / 1e9 for r in sel], [r["activations"] / 1e6 for r in sel],
+                      [r.get("large_activations", 0.0) / 1e6 for r in sel]], 1)
         coef, _ = nnls(x / t[:, None], np.ones_like(t))
-        out[str(dims)] = {"t0": float(coef[0]), "per_gmac": float(coef[1]), "per_mact": float(coef[2])}
+        out[str(dims)] = {"t0": float(coef[0]), "per_gmac": float(coef[1]), "per_mact": float(coef[2]),
+                          "per_mact_large": float(coef[3])}
     return out
 
 
@@ -190,7 +207,9 @@ def measure_step_time(spacing, patch, batch: int, base: int, in_channels: int = 
 
     Returns:
         ``{"dims", "patch", "batch", "base", "macs", "activations", "seconds"}``; ``seconds`` is the
-        fastest of ``repeats`` steps after one warm-up step (robust to other load on the machine).
+        fastest of ``repeats`` steps after one warm-up step. With one thread it is the process's CPU
+        time, which other processes competing for the cores barely inflate (wall time on a loaded
+        2-core machine doubled where CPU time grew about 10 %); with more threads, wall time.
     """
     import torch
     from monai.networks.nets import DynUNet
@@ -209,14 +228,15 @@ def measure_step_time(spacing, patch, batch: int, base: int, in_channels: int = 
     y = torch.randint(0, out_channels, (batch, *topo.patch_size))
     times = []
     for _ in range(repeats + 1):
-        start = time.perf_counter()
+        start = time.process_time() if threads == 1 else time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - start)
+        times.append((time.process_time() if threads == 1 else time.perf_counter()) - start)
     return {"dims": len(patch), "patch": list(topo.patch_size), "batch": batch, "base": base,
-            "macs": cost.macs * batch, "activations": cost.activations * batch, "seconds": min(times[1:])}
+            "macs": cost.macs * batch, "activations": cost.activations * batch,
+            "large_activations": cost.activations_in_maps_over(batch, LARGE_MAP_BYTES), "seconds": min(times[1:])}
 
 
 def _memory_worker() -> None:  # pragma: no cover - runs in a subprocess (measure_forward_backward_memory)
@@ -236,6 +256,21 @@ def _memory_worker() -> None:  # pragma: no cover - runs in a subprocess (measur
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * page
 
+    def reset_peak() -> bool:
+        try:  # Linux >= 4.0: "5" resets the peak resident set size (VmHWM)
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return True
+        except OSError:
+            return False
+
+    def peak_rss() -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     results = []
     for spacing, patch, batch, base, cin in json.loads(sys.stdin.read()):
         topo = get_topology(spacing, patch)
@@ -245,15 +280,15 @@ def _memory_worker() -> None:  # pragma: no cover - runs in a subprocess (measur
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.99)
         x = torch.randn(batch, cin, *topo.patch_size)
         y = torch.randint(0, 2, (batch, *topo.patch_size))
-
         before = 0
         for _ in range(2):  # after the first step gradients and momentum exist: they belong to the baseline
+            gc.collect()
+            reset_peak()
             before = rss()
             opt.zero_grad(set_to_none=False)
             torch.nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        results.append(peak - before)
+        results.append(peak_rss() - before)
         del net, opt, x, y
         gc.collect()
     print(json.dumps(results))
@@ -263,10 +298,11 @@ def measure_forward_backward_memory(configs) -> list[int]:
     """Peak extra resident memory (bytes) of one forward + backward + SGD step, per configuration.
 
     Runs in a fresh subprocess with glibc's mmap threshold lowered (``MALLOC_MMAP_THRESHOLD_``), so
-    large freed blocks go back to the system and the resident set follows live memory; the peak comes
-    from ``getrusage(RUSAGE_SELF).ru_maxrss`` minus the resident set just before the step (model,
-    gradients and momentum already allocated). ``ru_maxrss`` is a high-water mark, so ``configs`` must
-    be ordered by increasing memory (each at least ~1.3x the previous).
+    large freed blocks go back to the system and the resident set follows live memory. The result is
+    the peak resident set during the second step (``VmHWM``, reset through ``/proc/self/clear_refs``
+    just before it) minus the resident set at its start (model, gradients and momentum already
+    allocated). Without ``clear_refs`` (non-Linux) the high-water mark is the process's, so ``configs``
+    must then be ordered by increasing memory.
 
     Args:
         configs: ``[(spacing, patch, batch, base_features, in_channels), ...]``.

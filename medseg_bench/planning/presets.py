@@ -213,7 +213,7 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
     def evaluate(t: Topology, b: int):
         f = stage_filters(t.num_stages, policy.base_filters, cap)
         cost = network_cost(t, f, in_channels, out_channels)
-        step = step_model.predict(dims, cost.macs * b, cost.activations * b)
+        step = step_model.predict(dims, cost, b)
         mem_cpu = estimate_memory_gb(cost, b, "cpu")
         return f, cost, step, mem_cpu
 

@@ -140,12 +140,20 @@ class NetworkCost:
             (conv outputs, normalisation outputs, upsampling outputs and skip concatenations).
         largest_map: elements of the largest single feature map (one sample).
         parameters: learnable parameters.
+        maps: ``(elements of one stored tensor, elements of all stored tensors of that size)`` per
+            stage, one sample (what :meth:`activations_in_maps_over` needs).
     """
 
     macs: float
     activations: float
     largest_map: float
     parameters: int
+    maps: tuple[tuple[float, float], ...] = ()
+
+    def activations_in_maps_over(self, batch_size: int, bytes_limit: float, bytes_per_element: int = 4) -> float:
+        """Stored activation elements (whole batch) that live in tensors larger than ``bytes_limit``:
+        the part of the work that no longer fits a CPU cache and runs at memory bandwidth."""
+        return float(sum(total for one, total in self.maps if batch_size * one * bytes_per_element > bytes_limit) * batch_size)
 
 
 def network_cost(topology: Topology, filters, in_channels: int, out_channels: int) -> NetworkCost:
@@ -161,11 +169,17 @@ def network_cost(topology: Topology, filters, in_channels: int, out_channels: in
     ks = [int(np.prod(k)) for k in topology.kernel_sizes]
     macs = acts = 0.0
     params = 0
+    maps: dict[float, float] = {}
+
+    def stored(one: float, count: float):
+        nonlocal acts
+        acts += one * count
+        maps[one] = maps.get(one, 0.0) + one * count
 
     def conv(cin, cout, k, v):
-        nonlocal macs, acts, params
+        nonlocal macs, params
         macs += v * cin * cout * k
-        acts += 2 * v * cout  # conv output (kept for norm backward) + norm/activation output
+        stored(v * cout, 2)  # conv output (kept for norm backward) + norm/activation output
         params += cin * cout * k
 
     prev = in_channels
@@ -178,14 +192,16 @@ def network_cost(topology: Topology, filters, in_channels: int, out_channels: in
         up_k = int(np.prod(topology.strides[i + 1]))
         macs += vox[i] * fin * f
         params += fin * f * up_k
-        acts += 3 * vox[i] * f  # transposed-conv output + the concatenation (2f)
+        stored(vox[i] * f, 1)  # transposed-conv output
+        stored(2 * vox[i] * f, 1)  # the concatenation with the skip
         conv(2 * f, f, ks[i + 1], vox[i])
         conv(f, f, ks[i + 1], vox[i])
     macs += vox[0] * filters[0] * out_channels
     params += filters[0] * out_channels + out_channels  # the output conv has a bias
-    acts += vox[0] * out_channels
+    stored(vox[0] * out_channels, 1)
     largest = max(v * f for v, f in zip(vox, filters))
-    return NetworkCost(macs=macs, activations=acts, largest_map=largest, parameters=int(params))
+    return NetworkCost(macs=macs, activations=acts, largest_map=largest, parameters=int(params),
+                       maps=tuple(sorted(maps.items())))
 
 
 def _check_filters(topology: Topology, filters) -> None:
