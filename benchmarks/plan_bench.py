@@ -97,7 +97,6 @@ def time_nnunet(raw: Path, dataset_id: int, workdir: Path, workers: int, bindir:
 
 def roundtrip(raw: Path, workdir: Path) -> dict:
     """Min Dice per class over the labelled cases: label -> planned grid -> original grid."""
-    import numpy as np
 
     from medseg_bench.io import RawDataset
     from medseg_bench.preprocessing import export_to_original, load_plans, preprocess_case, preprocess_label
