@@ -252,11 +252,15 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
         iterations = policy.iterations_per_epoch * policy.epochs
         schedule = {"num_epochs": policy.epochs}
     schedule["iterations_per_epoch"] = policy.iterations_per_epoch
-    limit = (f"step-time target {policy.step_time_target_s} s (1 thread)" if policy.device == "cpu"
-             else f"GPU memory target {target_gb:g} GB")
-    rationale = (f"median shape {'x'.join(map(str, median_shape))} at spacing {'x'.join(f'{s:.3g}' for s in spacing)}; "
-                 f"patch {'x'.join(map(str, topo.patch_size))} after {shrinks} shrink step(s) to meet the {limit}; "
-                 f"batch {batch}" + (f" (5% coverage cap {coverage_cap}, floor {MIN_BATCH})" if capped != batch or coverage_cap < 99 else ""))
+    limit = (f"a step of at most {policy.step_time_target_s:g} s (CPU, 1 thread)" if policy.device == "cpu"
+             else f"the GPU memory target of {target_gb:g} GB")
+    preferred = (policy.batch_2d if dims == 2 else policy.batch_3d) if policy.device == "cpu" else "what fits"
+    shape = "x".join(map(str, median_shape))
+    patch_txt = "x".join(map(str, topo.patch_size))
+    how = (f"the median shape {shape} (rounded to the stride divisor) fits {limit}" if shrinks == 0
+           else f"shrunk {shrinks} time(s) from the median shape {shape}, largest patch/median axis first, to fit {limit}")
+    rationale = (f"patch {patch_txt}: {how}; batch {batch} (preferred {preferred}, at most {coverage_cap} by the "
+                 f"5 % coverage cap, at least {MIN_BATCH})")
     return {
         "patch_size": list(topo.patch_size),
         "batch_size": int(batch),
