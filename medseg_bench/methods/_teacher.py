@@ -1,0 +1,135 @@
+"""Helpers shared by the teacher–student methods (``mean_teacher``, ``embedding_matching``).
+
+* an exponential-moving-average (EMA) teacher: :func:`make_teacher`, :func:`ema_update`,
+  :func:`ema_decay` (Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017,
+  arXiv:1703.01780; the decay warm-up ``min(1 - 1/(step + 1), decay)`` is from their code);
+* the sigmoid ramp-up ``exp(-5 (1 - t)^2)`` of unsupervised loss weights (Laine & Aila, "Temporal
+  ensembling for semi-supervised learning", ICLR 2017), :func:`sigmoid_rampup`;
+* input noise for the consistency branch, :func:`input_noise` (the clamped Gaussian of the widely
+  used medical mean-teacher code, Yu et al., UA-MT, MICCAI 2019 / SSL4MIS);
+* :func:`cost_scaled_iterations`: equal wall time per cell on the CPU presets. The ``demo`` and
+  ``quick`` presets size ``num_iterations`` so that one supervised step fills ``time_budget_s``;
+  a teacher–student step costs several supervised steps, so these methods run
+  ``num_iterations / cost_factor`` iterations there (never on ``paper``, and never when the user set
+  ``--iterations``).
+
+All functions are pure apart from the documented in-place EMA update; randomness comes from torch's
+global generator, which the engine's checkpoints capture (exact resume).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["cost_scaled_iterations", "ema_decay", "ema_update", "input_noise", "make_teacher", "preset_configuration",
+           "sigmoid_rampup", "softmax_mse", "unsup_weight"]
+
+
+def sigmoid_rampup(step: float, length: float) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = clip(step / length, 0, 1)`` (Laine & Aila 2017).
+
+    Returns 1.0 when ``length <= 0`` (no ramp-up). ``step`` is 0-based; the value is in (0, 1].
+    """
+    if length <= 0:
+        return 1.0
+    t = min(max(float(step) / float(length), 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def unsup_weight(step: int, total: int, weight: float, rampup_fraction: float) -> float:
+    """``weight * sigmoid_rampup(step, rampup_fraction * total)``: the unsupervised loss weight at
+    0-based iteration ``step`` of a ``total``-iteration run."""
+    return float(weight) * sigmoid_rampup(step, float(rampup_fraction) * max(int(total), 1))
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """EMA decay at 1-based update ``step``: ``min(1 - 1/(step + 1), decay)`` — early teachers follow
+    the student closely (step 1: 0.5), later ones average over ~``1/(1-decay)`` steps."""
+    if step < 1:
+        raise ValueError(f"ema step must be >= 1, got {step}")
+    return min(1.0 - 1.0 / (step + 1.0), float(decay))
+
+
+def make_teacher(student: nn.Module, build: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """A teacher with the student's weights, gradients off, in eval mode.
+
+    ``build`` makes a fresh module of the same architecture (needed when the student holds hooks
+    bound to itself, which ``copy.deepcopy`` would keep pointing at the student); default deepcopy.
+    """
+    if build is None:
+        teacher = copy.deepcopy(student)
+    else:
+        teacher = build()
+        teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """In place: ``teacher = decay * teacher + (1 - decay) * student`` for parameters; buffers
+    (e.g. norm statistics) are copied from the student.
+
+    Raises:
+        ValueError: the two modules have different parameter/buffer names or shapes.
+    """
+    tp, sp = dict(teacher.named_parameters()), dict(student.named_parameters())
+    if tp.keys() != sp.keys():
+        raise ValueError(f"teacher/student parameters differ: {sorted(set(tp) ^ set(sp))[:5]}")
+    for k, t in tp.items():
+        s = sp[k].detach()
+        if t.shape != s.shape:
+            raise ValueError(f"teacher/student parameter {k!r}: shape {tuple(t.shape)} vs {tuple(s.shape)}")
+        t.mul_(decay).add_(s.to(t.dtype), alpha=1.0 - decay)
+    sb = dict(student.named_buffers())
+    for k, b in teacher.named_buffers():
+        if k in sb:
+            b.copy_(sb[k])
+
+
+def input_noise(x: torch.Tensor, std: float, clip: float | None) -> torch.Tensor:
+    """``x + clamp(N(0, std^2), -clip, clip)`` (same shape and dtype); ``std <= 0`` returns ``x``.
+    Intensities are the preprocessed (normalised) ones, so ``std`` is in units of the image std."""
+    if std <= 0:
+        return x
+    n = torch.randn_like(x) * float(std)
+    if clip is not None and clip > 0:
+        n = n.clamp(-float(clip), float(clip))
+    return x + n
+
+
+def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over batch, classes and voxels of ``(softmax(student) - softmax(teacher))^2``; the
+    teacher side carries no gradient. Shapes ``(B, K, *spatial)``."""
+    ps = torch.softmax(student_logits.float(), dim=1)
+    pt = torch.softmax(teacher_logits.detach().float(), dim=1)
+    return ((ps - pt) ** 2).mean()
+
+
+def preset_configuration(ctx) -> dict | None:
+    """The plan's preset configuration block of this cell (``num_iterations``, ``time_budget_s``,
+    ...), or None when the context's plan has none (e.g. the contract check's synthetic plan)."""
+    try:
+        return ctx.plans["presets"][ctx.preset]["configurations"][ctx.configuration]
+    except (KeyError, TypeError):
+        return None
+
+
+def cost_scaled_iterations(ctx, cost_factor: float) -> int:
+    """Iterations for a method whose step costs ``cost_factor`` supervised steps.
+
+    Applies only when the plan's preset configuration is wall-time sized (has ``time_budget_s``: the
+    CPU presets ``demo``/``quick``) and the run uses the preset's ``num_iterations`` unchanged (an
+    explicit ``--iterations`` different from it is kept). Result ``max(1, round(n / cost_factor))``.
+    """
+    n = ctx.iterations
+    cfg = preset_configuration(ctx)
+    if not cfg or not cfg.get("time_budget_s") or cost_factor <= 0 or n != int(cfg.get("num_iterations", -1)):
+        return n
+    return max(1, int(round(n / float(cost_factor))))
