@@ -157,11 +157,17 @@ def resample_label(label: np.ndarray, new_shape, orders, dtype=None) -> np.ndarr
     values = np.unique(label)
     if values.size == 1:
         return np.full(new_shape, values[0], dtype=dtype)
-    best = np.full(new_shape, -1.0, dtype=np.float32)
-    out = np.zeros(new_shape, dtype=dtype)
-    for v in values:
+    # interpolation weights sum to one, so the first class's score is one minus the others': it is
+    # never resampled (half the work for binary labels); ties go to the first (lowest) value
+    first = values[0]
+    best = np.zeros(new_shape, dtype=np.float32)
+    out = np.full(new_shape, first, dtype=dtype)
+    total = np.zeros(new_shape, dtype=np.float32)
+    for v in values[1:]:
         score = resample_array((label == v)[None].astype(np.float32), new_shape, orders)[0]
+        total += score
         better = score > best
         best[better] = score[better]
         out[better] = v
+    out[(1.0 - total) >= best - 1e-6] = first  # tolerance: the sum carries float rounding
     return out

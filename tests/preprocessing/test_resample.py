@@ -67,3 +67,11 @@ def test_separate_axis_and_orders():
 def test_bad_order_is_rejected():
     with pytest.raises(ValueError, match="order"):
         resample_array(np.zeros((1, 4, 4), np.float32), (8, 8), (2, 2))
+
+
+def test_label_resampling_equals_naive_per_class_argmax():
+    rng = np.random.default_rng(3)
+    lab = ndimage.zoom(rng.integers(0, 4, (6, 7, 5)), 3, order=0).astype(np.int16)  # blocky 4-class map
+    new = (11, 30, 17)
+    scores = np.stack([resample_array((lab == v)[None].astype(np.float32), new, (1, 1, 0))[0] for v in range(4)])
+    assert np.array_equal(resample_label(lab, new, (1, 1, 0)), scores.argmax(0))
