@@ -46,7 +46,9 @@ class PreprocessedFolder:
             raise FileNotFoundError(f"{self.folder}: preprocessed data missing (run `medseg-bench preprocess`)")
 
     def case_ids(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.json") if not p.name.startswith("."))
+        """Case ids: every ``<id>.json`` with its ``<id>.npy`` (``manifest.json`` is not a case)."""
+        return sorted(p.stem for p in self.folder.glob("*.json")
+                      if not p.name.startswith(".") and (self.folder / f"{p.stem}.npy").is_file())
 
     def properties(self, case_id: str) -> dict:
         path = self.folder / f"{case_id}.json"
