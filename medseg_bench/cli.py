@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "plan", "medseg_bench.planning:plan_command", "fingerprint a dataset and write plans.json (no labels used)")
     p.add_argument("dataset", help="dataset name under <workdir>/raw or path to a raw folder")
-    p.add_argument("--memory-gb", type=float, default=None, help="GPU memory to plan for (default: detected, or CPU rules)")
+    p.add_argument("--memory-gb", type=float, default=None, help="GPU memory target of the paper preset in GB (default 8, as nnU-Net; CPU presets are sized by step time)")
     p.add_argument("--force", action="store_true", help="overwrite plans.json even if it was edited by hand")
     p.add_argument("--calibrate", action="store_true", help="re-measure this machine's CPU step cost")
 
