@@ -7,11 +7,11 @@
   ensembling for semi-supervised learning", ICLR 2017), :func:`sigmoid_rampup`;
 * input noise for the consistency branch, :func:`input_noise` (the clamped Gaussian of the widely
   used medical mean-teacher code, Yu et al., UA-MT, MICCAI 2019 / SSL4MIS);
-* :func:`cost_scaled_iterations`: equal wall time per cell on the CPU presets. The ``demo`` and
-  ``quick`` presets size ``num_iterations`` so that one supervised step fills ``time_budget_s``;
-  a teacher–student step costs several supervised steps, so these methods run
-  ``num_iterations / cost_factor`` iterations there (never on ``paper``, and never when the user set
-  ``--iterations``).
+* :func:`cost_scaled_iterations`: bounded wall time per cell on the CPU presets. The ``demo`` and
+  ``quick`` presets size ``num_iterations`` so that supervised steps fill ``time_budget_s``; a
+  teacher–student step costs ``cost_factor`` supervised steps, so these methods run
+  ``num_iterations * wall_time_factor / cost_factor`` iterations there (at most ``num_iterations``;
+  never on ``paper``, and never when the user set ``--iterations``).
 
 All functions are pure apart from the documented in-place EMA update; randomness comes from torch's
 global generator, which the engine's checkpoints capture (exact resume).
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 __all__ = ["cost_scaled_iterations", "ema_decay", "ema_update", "input_noise", "make_teacher", "preset_configuration",
-           "sigmoid_rampup", "softmax_mse", "unsup_weight"]
+           "resolve_hparams", "sigmoid_rampup", "softmax_mse", "unsup_weight"]
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
@@ -121,15 +121,30 @@ def preset_configuration(ctx) -> dict | None:
         return None
 
 
-def cost_scaled_iterations(ctx, cost_factor: float) -> int:
-    """Iterations for a method whose step costs ``cost_factor`` supervised steps.
+def cost_scaled_iterations(ctx, cost_factor: float, wall_time_factor: float | dict = 1.0) -> int:
+    """Iterations for a method whose step costs ``cost_factor`` supervised steps and whose cell may
+    take ``wall_time_factor`` times the supervised cell's training time (a number, or a dict by preset
+    name, e.g. ``{"demo": 1.25, "quick": 2.0}``; a preset missing from the dict: 1.0).
 
     Applies only when the plan's preset configuration is wall-time sized (has ``time_budget_s``: the
     CPU presets ``demo``/``quick``) and the run uses the preset's ``num_iterations`` unchanged (an
-    explicit ``--iterations`` different from it is kept). Result ``max(1, round(n / cost_factor))``.
+    explicit ``--iterations`` different from it is kept). Result:
+    ``max(1, round(n * min(1, wall_time_factor / cost_factor)))`` — never more than the preset's.
     """
     n = ctx.iterations
     cfg = preset_configuration(ctx)
     if not cfg or not cfg.get("time_budget_s") or cost_factor <= 0 or n != int(cfg.get("num_iterations", -1)):
         return n
-    return max(1, int(round(n / float(cost_factor))))
+    wf = wall_time_factor.get(ctx.preset, 1.0) if isinstance(wall_time_factor, dict) else wall_time_factor
+    return max(1, int(round(n * min(1.0, float(wf) / float(cost_factor)))))
+
+
+def resolve_hparams(method, ctx) -> dict:
+    """A method's effective hyper-parameters: class defaults < the run's settings (which carry the
+    user's overrides, see :func:`~medseg_bench.training.settings.resolve_settings`) < keyword
+    arguments given to the method's constructor (kept by the method as ``_init_overrides``)."""
+    cls_h = type(method).hparams
+    out = dict(cls_h)
+    out.update({k: ctx.settings[k] for k in cls_h if k in ctx.settings})
+    out.update(getattr(method, "_init_overrides", {}))
+    return out

@@ -7,7 +7,8 @@ Per training step (labelled batch ``xl, yl``, unlabelled batch ``xu``):
 
 1. **Teacher** (EMA of the student, decay ``ema_decay``) on ``[xl, xu]``: decoder features ``f``
    (the input of the DynUNet's 1x1 output block), embeddings ``e = normalise(g(f))`` from a small
-   embedding head ``g`` (two 1x1 convolutions, ``embed_dim`` channels, L2-normalised).
+   embedding head ``g`` (a per-voxel two-layer MLP = two 1x1 convolutions, ``embed_dim`` channels,
+   L2-normalised), evaluated only at the voxels that need an embedding.
 2. **Memory bank**: ``bank_update_per_class`` labelled voxels of each class (teacher embeddings) are
    pushed into a class-balanced FIFO bank of ``bank_size`` references per class.
 3. **Uncertainty** of the teacher on ``xu`` by Monte-Carlo dropout: ``mc_passes`` stochastic passes
@@ -39,12 +40,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._embedding_bank import EmbeddingBank, sample_per_class
-from ._teacher import cost_scaled_iterations, ema_decay, ema_update, input_noise, make_teacher, unsup_weight
+from ._teacher import (
+    cost_scaled_iterations,
+    ema_decay,
+    ema_update,
+    input_noise,
+    make_teacher,
+    resolve_hparams,
+    unsup_weight,
+)
 from .base import Method
-from .mean_teacher import resolve_hparams
 from .registry import register_method
 
-__all__ = ["EmbeddingMatching", "EmbeddingUNet", "mc_dropout_probabilities", "normalised_entropy"]
+__all__ = ["EmbeddingMatching", "EmbeddingUNet", "gather_voxels", "mc_dropout_probabilities", "normalised_entropy"]
 
 _CITATION = ("Xie, Willems, Lessmann, Gibbons, De Massari, Semi-Supervised Segmentation via Embedding Matching, "
              "MIDL 2024, arXiv:2407.04638")
@@ -62,9 +70,9 @@ class EmbeddingUNet(nn.Module):
         if not (hasattr(unet, "skip_layers") and hasattr(unet, "output_block")):
             raise TypeError(f"EmbeddingUNet needs a MONAI DynUNet (skip_layers + output_block), got {type(unet).__name__}")
         self.unet = unet
-        conv = nn.Conv2d if int(unet.spatial_dims) == 2 else nn.Conv3d
         f0 = int(unet.filters[0])
-        self.embed = nn.Sequential(conv(f0, f0, 1), nn.LeakyReLU(0.01), conv(f0, int(embed_dim), 1))
+        # a per-voxel MLP (= two 1x1 convolutions), applied only at the voxels that need an embedding
+        self.embed = nn.Sequential(nn.Linear(f0, f0), nn.LeakyReLU(0.01), nn.Linear(f0, int(embed_dim)))
         self.feature_dropout = float(feature_dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,9 +85,14 @@ class EmbeddingUNet(nn.Module):
             feats = F.dropout(feats, self.feature_dropout, training=True)
         return self.unet.output_block(feats)
 
+    def embeddings_at(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings ``(M, embed_dim)`` (float32) of the voxels ``index`` ``(M,)``
+        (indices into the batch's voxels flattened in ``(B, *spatial)`` order)."""
+        return F.normalize(self.embed(gather_voxels(feats, index)).float(), dim=1)
+
     def embeddings(self, feats: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings ``(B, embed_dim, *spatial)`` (float32)."""
-        return F.normalize(self.embed(feats).float(), dim=1)
+        """L2-normalised embeddings ``(B, embed_dim, *spatial)`` (float32) of every voxel."""
+        return F.normalize(self.embed(feats.movedim(1, -1)).float(), dim=-1).movedim(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
@@ -104,9 +117,12 @@ def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-12))).sum(1) / math.log(k)
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """``(B, C, *spatial)`` -> ``(B * prod(spatial), C)``."""
-    return t.movedim(1, -1).reshape(-1, t.shape[1])
+def gather_voxels(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``(M, C)`` of ``t`` ``(B, C, *spatial)`` at ``index`` ``(M,)``, indices into the voxels
+    flattened in ``(B, *spatial)`` order (no copy of the whole map)."""
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    n = flat.shape[2]
+    return flat[index // n, :, index % n]
 
 
 @register_method
@@ -116,10 +132,12 @@ class EmbeddingMatching(Method):
     hparams ((guess) = not published): ema_decay 0.99; mc_passes 8 (guess); mc_dropout 0.1 (guess);
     entropy_threshold 0.5 of log K (guess); embed_dim 32 (guess); bank_size 512 per class (guess);
     bank_update_per_class 64 (guess); matching "knn" with knn_k 10 (guess); temperature 0.1 (guess);
-    max_matched_voxels 8192 (cost cap, guess); embed_samples_per_class 128 and embed_weight 1.0
+    max_matched_voxels 4096 (cost cap, guess); embed_samples_per_class 128 and embed_weight 1.0
     (guess); pseudo_weight 1.0, entropy_weight 0.1, rampup_fraction 0.3 (guess); student input noise
     std 0.1 / clip 0.2 on the unlabelled batch (as mean_teacher); predict_with "teacher"; cost_factor
-    2.8 supervised steps per step (measured) for equal wall time on the CPU presets.
+    3.3 supervised steps per step (measured, 1 CPU thread) and wall_time_factor {"demo": 1.25,
+    "quick": 2.0} (training time allowed relative to the supervised cell on the CPU presets; see
+    :func:`medseg_bench.methods._teacher.cost_scaled_iterations`).
     """
 
     name = "embedding_matching"
@@ -132,9 +150,9 @@ class EmbeddingMatching(Method):
     hparams = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True, "schedule": "poly",
                "ema_decay": 0.99, "mc_passes": 8, "mc_dropout": 0.1, "entropy_threshold": 0.5, "embed_dim": 32,
                "bank_size": 512, "bank_update_per_class": 64, "matching": "knn", "knn_k": 10, "temperature": 0.1,
-               "max_matched_voxels": 8192, "embed_samples_per_class": 128, "embed_weight": 1.0,
+               "max_matched_voxels": 4096, "embed_samples_per_class": 128, "embed_weight": 1.0,
                "pseudo_weight": 1.0, "entropy_weight": 0.1, "rampup_fraction": 0.3, "noise_std": 0.1,
-               "noise_clip": 0.2, "predict_with": "teacher", "cost_factor": 2.8}
+               "noise_clip": 0.2, "predict_with": "teacher", "cost_factor": 3.3, "wall_time_factor": {"demo": 1.25, "quick": 2.0}}
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -151,7 +169,7 @@ class EmbeddingMatching(Method):
             raise ValueError(f"{self.name}: matching must be 'knn' or 'prototype', got {h['matching']!r}")
         if not 0.0 <= float(h["mc_dropout"]) < 1.0 or not 0.0 <= float(h["entropy_threshold"]) <= 1.0:
             raise ValueError(f"{self.name}: mc_dropout must be in [0, 1) and entropy_threshold in [0, 1]")
-        ctx.settings["iterations"] = cost_scaled_iterations(ctx, float(h["cost_factor"]))
+        ctx.settings["iterations"] = cost_scaled_iterations(ctx, float(h["cost_factor"]), h["wall_time_factor"])
 
         def build() -> EmbeddingUNet:
             return EmbeddingUNet(ctx.build_network(), int(h["embed_dim"]), float(h["mc_dropout"])).to(ctx.device)
@@ -168,9 +186,9 @@ class EmbeddingMatching(Method):
 
     # -- pseudo-labels -------------------------------------------------------------------------------
     @torch.no_grad()
-    def pseudo_labels(self, feats_u: torch.Tensor, emb_u: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def pseudo_labels(self, feats_u: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Pseudo-labels ``(B, *spatial)`` long (-1 = ignored) of unlabelled voxels from the teacher's
-        features and embeddings, and statistics (fractions of reliable / matched voxels)."""
+        decoder features, and statistics (fractions of reliable / matched voxels)."""
         h, teacher = self.hp, self.networks["teacher"]
         probs = mc_dropout_probabilities(teacher, feats_u, int(h["mc_passes"]), float(h["mc_dropout"]))
         unreliable = normalised_entropy(probs) > float(h["entropy_threshold"])
@@ -183,7 +201,7 @@ class EmbeddingMatching(Method):
             if self.bank.ready():
                 if idx.numel() > int(h["max_matched_voxels"]):
                     idx = idx[torch.randperm(idx.numel(), device=idx.device)[: int(h["max_matched_voxels"])]]
-                lab, _ = self.bank.match(_flat(emb_u)[idx], h["matching"], int(h["knn_k"]), float(h["temperature"]))
+                lab, _ = self.bank.match(teacher.embeddings_at(feats_u, idx), h["matching"], int(h["knn_k"]), float(h["temperature"]))
                 flat_p[idx] = lab
                 matched = idx.numel()
         n = max(1, flat_p.numel())
@@ -197,11 +215,10 @@ class EmbeddingMatching(Method):
         b, k = xl.shape[0], ctx.num_classes
         with torch.no_grad():
             t_feats = teacher.features(torch.cat([xl, xu]))
-            t_emb = teacher.embeddings(t_feats)
             ylf = yl.reshape(-1)
             pick = sample_per_class(ylf, k, int(h["bank_update_per_class"]))
-            self.bank.add(_flat(t_emb[:b])[pick], ylf[pick])
-            pseudo, stats = self.pseudo_labels(t_feats[b:], t_emb[b:])
+            self.bank.add(teacher.embeddings_at(t_feats[:b], pick), ylf[pick])
+            pseudo, stats = self.pseudo_labels(t_feats[b:])
         s_feats = student.features(torch.cat([xl, input_noise(xu, h["noise_std"], h["noise_clip"])]))
         s_logits = student.classify(s_feats)
         sup = ctx.segmentation_loss(s_logits[:b], yl)
@@ -210,7 +227,7 @@ class EmbeddingMatching(Method):
         pl = F.cross_entropy(lu, pseudo, ignore_index=-1) if bool(valid.any()) else lu.sum() * 0.0
         ent = normalised_entropy(torch.softmax(lu, dim=1)).mean()
         anchors = sample_per_class(ylf, k, int(h["embed_samples_per_class"]))
-        emb = self.bank.contrastive_loss(_flat(student.embeddings(s_feats[:b]))[anchors], ylf[anchors],
+        emb = self.bank.contrastive_loss(student.embeddings_at(s_feats[:b], anchors), ylf[anchors],
                                          float(h["temperature"]))
         w = unsup_weight(ctx.iteration, ctx.iterations, 1.0, h["rampup_fraction"])
         loss = sup + w * (float(h["pseudo_weight"]) * pl + float(h["entropy_weight"]) * ent) + float(h["embed_weight"]) * emb

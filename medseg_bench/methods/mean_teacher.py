@@ -18,9 +18,10 @@ The classic semi-supervised baseline every leaderboard needs (design/METHODS.md,
 
 The teacher lives in ``networks["teacher"]`` (gradients off), so it is in every checkpoint and a
 resumed run is exact; ``predict`` loads it with the other weights. On the wall-time-sized CPU
-presets the run has ``num_iterations / cost_factor`` iterations (a step costs ~2.3 supervised ones:
-student forward/backward on the labelled + unlabelled batch plus a teacher forward); see
-:func:`medseg_bench.methods._teacher.cost_scaled_iterations`.
+presets (``demo``/``quick``) a cell may take ``wall_time_factor`` (1.25 / 2.0) times the supervised
+cell's training time, so it runs ``num_iterations * wall_time_factor / cost_factor`` iterations (a step
+costs ~2.3 supervised ones: student forward/backward on the labelled + unlabelled batch plus a
+teacher forward); see :func:`medseg_bench.methods._teacher.cost_scaled_iterations`.
 
 Every default in :attr:`MeanTeacher.hparams` is overridable (``train_cell(..., overrides=...)``).
 """
@@ -29,25 +30,23 @@ from __future__ import annotations
 
 import torch
 
-from ._teacher import cost_scaled_iterations, ema_decay, ema_update, input_noise, make_teacher, softmax_mse, unsup_weight
+from ._teacher import (
+    cost_scaled_iterations,
+    ema_decay,
+    ema_update,
+    input_noise,
+    make_teacher,
+    resolve_hparams,
+    softmax_mse,
+    unsup_weight,
+)
 from .base import Method
 from .registry import register_method
 
-__all__ = ["MeanTeacher", "resolve_hparams"]
+__all__ = ["MeanTeacher"]
 
 _CITATION = ("Tarvainen & Valpola, Mean teachers are better role models: weight-averaged consistency targets "
              "improve semi-supervised deep learning results, NeurIPS 2017, arXiv:1703.01780")
-
-
-def resolve_hparams(method: Method, ctx) -> dict:
-    """The method's effective hyper-parameters: class defaults < the run's settings (which carry the
-    user's overrides, see :func:`~medseg_bench.training.settings.resolve_settings`) < keyword
-    arguments given to the method's constructor."""
-    cls_h = type(method).hparams
-    out = dict(cls_h)
-    out.update({k: ctx.settings[k] for k in cls_h if k in ctx.settings})
-    out.update(getattr(method, "_init_overrides", {}))
-    return out
 
 
 @register_method
@@ -61,7 +60,8 @@ class MeanTeacher(Method):
             Tarvainen & Valpola ramp over ~25% of training).
         noise_std, noise_clip: the clamped Gaussian input noise of each branch (code: 0.1, 0.2).
         predict_with: ``"teacher"`` or ``"student"``.
-        cost_factor: step cost in supervised steps, for equal wall time on CPU presets (measured ~2.3).
+        cost_factor: step cost in supervised steps (measured ~2.3 on 1 CPU thread).
+        wall_time_factor: allowed training time relative to the supervised cell, by CPU preset.
     """
 
     name = "mean_teacher"
@@ -73,7 +73,7 @@ class MeanTeacher(Method):
     budgets = "labelled"
     hparams = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True, "schedule": "poly",
                "ema_decay": 0.99, "consistency": 0.1, "rampup_fraction": 0.3, "noise_std": 0.1, "noise_clip": 0.2,
-               "predict_with": "teacher", "cost_factor": 2.3}
+               "predict_with": "teacher", "cost_factor": 2.3, "wall_time_factor": {"demo": 1.25, "quick": 2.0}}
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -86,7 +86,7 @@ class MeanTeacher(Method):
             raise ValueError(f"{self.name}: predict_with must be 'teacher' or 'student', got {self.hp['predict_with']!r}")
         if not 0.0 <= float(self.hp["ema_decay"]) < 1.0:
             raise ValueError(f"{self.name}: ema_decay must be in [0, 1), got {self.hp['ema_decay']}")
-        ctx.settings["iterations"] = cost_scaled_iterations(ctx, float(self.hp["cost_factor"]))
+        ctx.settings["iterations"] = cost_scaled_iterations(ctx, float(self.hp["cost_factor"]), self.hp["wall_time_factor"])
         student = ctx.build_network()
         self.networks["network"] = student
         self.networks["teacher"] = make_teacher(student)
