@@ -22,8 +22,10 @@ __all__ = ["PARALLEL_MIN_WORK", "pick", "variants"]
 PARALLEL_MIN_WORK = 1 << 18
 
 
-def variants(fn):
+def variants(fn, **options):
     """``(parallel, serial)`` numba compilations of ``fn`` (which uses ``prange``), cached on disk.
+
+    ``options`` go to ``numba.njit`` (e.g. ``fastmath``).
 
     They get distinct qualified names because numba's on-disk cache is keyed by the function's name,
     not by its compile flags.
@@ -36,7 +38,7 @@ def variants(fn):
         g.__qualname__ = fn.__qualname__ + suffix
         g.__module__ = fn.__module__
         g.__doc__ = fn.__doc__
-        out.append(njit(cache=True, parallel=parallel, nogil=True)(g))
+        out.append(njit(cache=True, parallel=parallel, nogil=True, **options)(g))
     return tuple(out)
 
 

@@ -5,9 +5,10 @@ face-neighbour outside the mask or outside the image; points are voxel centres a
 ``index * spacing``; distances are exact Euclidean nearest-neighbour distances between the two
 surfaces. Units are the spacing's units (mm for medical volumes, pixels when no spacing is given).
 
-How: numba kernels extract both surfaces inside their bounding boxes, then a sorted-offset walk
-answers every query whose nearest surface voxel is within a small radius, and a KD-tree over the
-surface points answers the rest (see ``_surface_kernels``). No full-volume distance transform.
+How: numba kernels extract both surfaces inside the joint bounding box of the two masks, compute
+for each surface the per-column distances along one axis (the first pass of a separable EDT), and
+finish the exact nearest-neighbour search at each surface point only, with an early stop at the
+best distance found (see ``_surface_kernels``). No full-volume distance transform.
 """
 
 from __future__ import annotations
@@ -37,11 +38,9 @@ __all__ = [
 
 HD95_MODES = ("max", "pooled")
 DEFAULT_NSD_TOLERANCE = 2.0
-
-# How many grid offsets the walk may try before handing a query to the KD-tree. Larger radii
-# resolve more queries in the walk but make every unresolved query pay for the whole list.
-_WALK_OFFSETS_3D = 700
-_WALK_OFFSETS_2D = 1500
+# row entries a query may scan (~0.5-1 ns each) before a KD-tree over the target points (~1-3 us a
+# query) answers it instead: only queries far from the other surface get there
+_MAX_ROW_WORK = 6000
 
 
 def _as_mask(x, name: str) -> np.ndarray:
@@ -66,64 +65,71 @@ def _spacing(spacing, ndim: int) -> np.ndarray:
     return sp
 
 
+class _Mask:
+    """A uint8 (Z, Y, X) view of a mask with its non-empty rows and bounding box."""
+
+    __slots__ = ("m", "row_any", "lo", "hi")
+
+    def __init__(self, mask3: np.ndarray):
+        self.m = mask3.view(np.uint8)
+        self.row_any, col_any = pick(K.ROW_ANY, self.m.size // 8)(self.m)
+        self.lo, self.hi = K.bounding_box(self.row_any, col_any, *self.m.shape)
+
+    @property
+    def empty(self) -> bool:
+        return bool(np.any(self.hi < self.lo))
+
+
+def _surface_box(mask: _Mask, use_axis0: bool):
+    """Surface of ``mask`` marked in a uint8 box over its bounding box, and its points (scan order)."""
+    shape = tuple(int(v) for v in mask.hi - mask.lo + 1)
+    box = np.zeros(shape, np.uint8)
+    work = int(np.prod(shape))
+    counts, sfirst, slast = pick(K.SURFACE_IN_BOX, work)(
+        mask.m, use_axis0, mask.lo, mask.hi, mask.row_any, box
+    )
+    pts = pick(K.GATHER_POINTS, work)(box, counts, sfirst, slast, mask.lo)
+    return box, pts
+
+
 class _Surface:
-    """One mask's surface: points (image indices, (n, 3)), padded box and its bounding box."""
+    """One mask's surface inside its own bounding box: the marked box, its points, its origin."""
 
-    __slots__ = ("pts", "flat", "origin", "strides", "lo", "hi")
+    __slots__ = ("box", "pts", "lo")
 
-    def __init__(self, mask3: np.ndarray, use_axis0: bool, pad: np.ndarray):
-        lo, hi = pick(K.BOUNDING_BOX, mask3.size)(mask3)
-        self.lo, self.hi = lo, hi
-        if np.any(hi < lo):
+    def __init__(self, mask: _Mask, use_axis0: bool):
+        self.lo = mask.lo
+        if mask.empty:
+            self.box = None
             self.pts = np.empty((0, 3), np.int64)
-            self.flat = None
-            return
-        shape = tuple(int(v) for v in (hi - lo + 1 + 2 * pad))
-        box = np.zeros(shape, np.uint8)
-        work = int(np.prod(hi - lo + 1))
-        counts = pick(K.SURFACE_IN_BOX, work)(mask3, use_axis0, lo, hi, pad, box)
-        self.pts = pick(K.GATHER_POINTS, work)(box, counts, lo, hi, pad)
-        self.flat = box.reshape(-1)
-        self.origin = lo - pad
-        self.strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
+        else:
+            self.box, self.pts = _surface_box(mask, use_axis0)
 
 
-def _walk_radius(sp3: np.ndarray, use_axis0: bool) -> float:
-    if use_axis0:
-        return float((3.0 * _WALK_OFFSETS_3D * np.prod(sp3) / (4.0 * math.pi)) ** (1.0 / 3.0))
-    return float(math.sqrt(_WALK_OFFSETS_2D * sp3[1] * sp3[2] / math.pi))
-
-
-def _directed(query: _Surface, target: _Surface, sp3, walk) -> np.ndarray:
-    """Distances from every query surface point to the nearest target surface point (float64)."""
+def _directed(query: _Surface, target: _Surface, sp3) -> np.ndarray:
+    """Exact distances from every query surface point to the nearest target surface point."""
     n = query.pts.shape[0]
     if n == 0:
         return np.empty(0, np.float64)
     if target.pts.shape[0] == 0:
         return np.full(n, np.inf)
-    offsets, offset_dist = walk
-    flat_offsets = offsets @ target.strides
-    walk_kernel = pick(K.NEAREST_BY_WALK, n * 64)  # ~64 offsets tried per query on typical inputs
-    d = walk_kernel(
-        query.pts,
-        target.flat,
-        target.origin,
-        target.strides,
-        flat_offsets,
-        offset_dist,
-        target.lo,
-        target.hi,
-        sp3,
-    )
-    todo = np.flatnonzero(d < 0)
+    box = target.box
+    nz, ny, nx = box.shape
+    dtype, none = (np.uint16, 65535) if ny + 1 < 65535 else (np.uint32, 2**32 - 1)
+    g = np.empty(box.shape, dtype)
+    row_min = np.empty((nz, ny), dtype)
+    pick(K.COLUMN_DISTANCES, box.size)(box, g, none, row_min)
+    xlo, xhi = K.slice_x_extents(target.pts, target.lo, nz)
+    off = np.empty((n, 3), np.int64)
+    pick(K.NEAREST_IN_ROWS, n * 64)(query.pts, g, none, target.lo, xlo, xhi, row_min, sp3, _MAX_ROW_WORK, off)
+    todo = np.flatnonzero(off[:, 0] < 0)
     if todo.size:
-        # Beyond the walk radius: KD-tree for the neighbour, canonical formula for the distance.
-        tree = cKDTree(target.pts * sp3, leafsize=32, balanced_tree=False, compact_nodes=False)
-        q = query.pts[todo]
-        workers = numba.get_num_threads() if todo.size >= 4096 else 1
-        _, idx = tree.query(q * sp3, k=1, workers=workers)
-        d[todo] = K.canonical_distances(q, target.pts[idx], sp3)
-    return d
+        # far from everything (e.g. isolated false positives): a KD-tree finds the neighbour faster
+        tree = cKDTree(target.pts * sp3, leafsize=16, balanced_tree=False, compact_nodes=False)
+        workers = numba.get_num_threads() if todo.size >= 2048 else 1
+        _, idx = tree.query(query.pts[todo] * sp3, k=1, workers=workers)
+        off[todo] = np.abs(query.pts[todo] - target.pts[idx])
+    return K.offset_lengths(off, sp3)
 
 
 def _prepare(pred, ref, spacing):
@@ -132,23 +138,16 @@ def _prepare(pred, ref, spacing):
     if a.shape != b.shape:
         raise ValueError(f"pred and ref shapes differ: {a.shape} vs {b.shape}")
     sp = _spacing(spacing, a.ndim)
-    use_axis0 = a.ndim == 3
-    if not use_axis0:
-        a, b = a[None], b[None]
-        sp3 = np.concatenate([[1.0], sp])
-    else:
-        sp3 = sp
-    return a, b, sp3, use_axis0
+    if a.ndim == 3:
+        return a, b, sp, True
+    return a[None], b[None], np.concatenate([[1.0], sp]), False
 
 
 def _both_directions(pred, ref, spacing):
-    a, b, sp3, use_axis0 = _prepare(pred, ref, spacing)
-    offsets, offset_dist, rad = K.walk_offsets(sp3, use_axis0, _walk_radius(sp3, use_axis0))
-    pad = 2 * rad + 1
-    sa = _Surface(a, use_axis0, pad)
-    sb = _Surface(b, use_axis0, pad)
-    walk = (offsets, offset_dist)
-    return _directed(sa, sb, sp3, walk), _directed(sb, sa, sp3, walk)
+    a3, b3, sp3, use_axis0 = _prepare(pred, ref, spacing)
+    sa = _Surface(_Mask(a3), use_axis0)
+    sb = _Surface(_Mask(b3), use_axis0)
+    return _directed(sa, sb, sp3), _directed(sb, sa, sp3)
 
 
 def surface_points(mask, spacing=None) -> np.ndarray:
@@ -164,10 +163,11 @@ def surface_points(mask, spacing=None) -> np.ndarray:
     """
     m = _as_mask(mask, "mask")
     sp = _spacing(spacing, m.ndim)
-    m3 = m if m.ndim == 3 else m[None]
-    s = _Surface(m3, m.ndim == 3, np.ones(3, np.int64))
-    pts = s.pts if m.ndim == 3 else s.pts[:, 1:]
-    return pts * sp
+    mm = _Mask(m if m.ndim == 3 else m[None])
+    if mm.empty:
+        return np.empty((0, m.ndim), np.float64)
+    _, pts = _surface_box(mm, m.ndim == 3)
+    return (pts if m.ndim == 3 else pts[:, 1:]) * sp
 
 
 def surface_distances(pred, ref, spacing=None) -> tuple[np.ndarray, np.ndarray]:

@@ -221,3 +221,17 @@ def test_parallel_kernels_match_serial(monkeypatch):
         d1, d2 = surface_distances(p, r, None)
         np.testing.assert_array_equal(d1, s1, err_msg=name)
         np.testing.assert_array_equal(d2, s2, err_msg=name)
+
+
+@pytest.mark.parametrize("max_work", [0, 10, 200])
+def test_kdtree_fallback_is_exact(monkeypatch, max_work):
+    """Queries whose row search would be too long go to a KD-tree; force that path and compare."""
+    from medseg_bench.metrics import _surface
+
+    monkeypatch.setattr(_surface, "_MAX_ROW_WORK", max_work)
+    for ndim in (2, 3):
+        for name, p, r in _case_pairs(ndim, 11):
+            for sp in SPACINGS[ndim][:3]:
+                dpr, drp = surface_distances(p, r, sp)
+                np.testing.assert_allclose(dpr, ref_directed(p, r, sp), rtol=RTOL, err_msg=name)
+                np.testing.assert_allclose(drp, ref_directed(r, p, sp), rtol=RTOL, err_msg=name)
