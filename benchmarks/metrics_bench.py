@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -78,17 +79,22 @@ def make_instances(shape=(1000, 1000), n=500, seed=0):
 
 # -- timing --------------------------------------------------------------------------------------------
 def timed(fn, repeats, budget_s):
-    """Warm-up call, then the median of up to ``repeats`` calls within about ``budget_s``."""
+    """Warm-up call, then medians of up to ``repeats`` calls within about ``budget_s``.
+
+    Returns ``(wall seconds, process CPU seconds, calls timed, value)``. CPU time is the sum over
+    threads; on a machine shared with other jobs it is the steadier of the two.
+    """
     t0 = time.perf_counter()
     value = fn()
     t_warm = time.perf_counter() - t0
     n = max(1, min(repeats, int(budget_s / max(t_warm, 1e-6))))
-    times = []
+    walls, cpus = [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         value = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), n, value
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), n, value
 
 
 def peer_functions(names):
@@ -107,14 +113,20 @@ def peer_functions(names):
                     )
                 return float(v)
 
-            peers["monai"] = (monai_hd95, f"torch threads={torch.get_num_threads()}; KD-tree query single-threaded")
+            peers["monai"] = (
+                monai_hd95,
+                f"torch threads={torch.get_num_threads()}; KD-tree query single-threaded",
+            )
         except ImportError as exc:
             print(f"skipping MONAI: {exc}")
     if "medpy" in names:
         try:
             from medpy.metric.binary import hd95 as medpy_hd95
 
-            peers["medpy"] = (lambda p, r, s, t: float(medpy_hd95(p, r, voxelspacing=s)), "single-threaded scipy EDT")
+            peers["medpy"] = (
+                lambda p, r, s, t: float(medpy_hd95(p, r, voxelspacing=s)),
+                "single-threaded scipy EDT",
+            )
         except ImportError as exc:
             print(f"skipping medpy: {exc} (pip install medpy)")
     if "deepmind" in names:
@@ -125,7 +137,10 @@ def peer_functions(names):
                 sp = spacing if spacing is not None else (1.0,) * pred.ndim
                 return float(sd.compute_robust_hausdorff(sd.compute_surface_distances(ref, pred, sp), 95))
 
-            peers["deepmind"] = (dm_hd95, "single-threaded; surfel-weighted definition (values differ by design)")
+            peers["deepmind"] = (
+                dm_hd95,
+                "single-threaded; surfel-weighted definition (values differ by design)",
+            )
         except ImportError as exc:
             print(f"skipping DeepMind surface-distance: {exc} (pip install surface-distance)")
     return peers
@@ -137,7 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--peers", default="monai,medpy,deepmind")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budget", type=float, default=6.0, help="seconds of timed calls per function and input")
-    ap.add_argument("--slow-peers-max-voxels", type=int, default=1 << 25, help="skip medpy/DeepMind above this")
+    ap.add_argument(
+        "--slow-peers-max-voxels", type=int, default=1 << 25, help="skip medpy/DeepMind above this"
+    )
     ap.add_argument("--no-instances", action="store_true")
     args = ap.parse_args(argv)
 
@@ -151,15 +168,27 @@ def main(argv=None) -> int:
         import torch
     except ImportError:
         torch = None
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
-          f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
-    print(f"ours: numba threads={n_threads} (threading layer: {numba.config.THREADING_LAYER}), "
-          f"KD-tree fallback workers={n_threads}; 'ours 1t' = numba.set_num_threads(1)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+        f"load average at start {load:.1f}, "
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}"
+    )
+    print(
+        f"ours: numba threads={n_threads} (threading layer: {numba.config.THREADING_LAYER}), "
+        f"KD-tree fallback workers={n_threads}; 'ours 1t' = numba.set_num_threads(1)"
+    )
     for name, (_, note) in peers.items():
         print(f"{name}: {note}")
-    print("times: median ms per call after a warm-up call; ratio = peer / ours (all threads)")
+    print("times: median ms per call after a warm-up call (wall clock; 'cpu' = process CPU time)")
+    print(f"ratios: peer wall / ours wall with {n_threads} threads, and peer cpu / ours cpu single-threaded")
     print()
-    header = ["input", "kind", "ours", "ours 1t", *[f"{p}" for p in peers], *[f"{p}/ours" for p in peers], "HD95 ours", "check"]
+    header = ["input", "kind", f"ours {n_threads}t", "ours 1t", "ours 1t cpu"]
+    for p in peers:
+        header += [p, f"{p} cpu"]
+    for p in peers:
+        header += [f"{p}/ours", f"{p}/ours cpu"]
+    header += ["HD95 ours", "check"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     ok_all = True
@@ -176,24 +205,30 @@ def main(argv=None) -> int:
             label = f"{size.replace('d', 'D ', 1)}" + (f" sp{spacing}" if spacing else "")
             for kind, pred in preds.items():
                 row = [label, kind]
-                t_ours, n_ours, m = timed(lambda: surface_metrics(pred, ref, spacing), args.repeats, args.budget)
+                ours = partial(surface_metrics, pred, ref, spacing)
+                t_ours, _, _, m = timed(ours, args.repeats, args.budget)
                 numba.set_num_threads(1)
-                t_1, _, _ = timed(lambda: surface_metrics(pred, ref, spacing), args.repeats, args.budget)
+                t_1, c_1, _, _ = timed(ours, args.repeats, args.budget)
                 numba.set_num_threads(n_threads)
-                row += [f"{1e3 * t_ours:.1f}", f"{1e3 * t_1:.1f}"]
+                row += [f"{1e3 * t_ours:.1f}", f"{1e3 * t_1:.1f}", f"{1e3 * c_1:.1f}"]
                 tensors = None
                 if torch is not None:
-                    tensors = (torch.from_numpy(pred[None, None].astype(np.float32)),
-                               torch.from_numpy(ref[None, None].astype(np.float32)))
+                    tensors = (
+                        torch.from_numpy(pred[None, None].astype(np.float32)),
+                        torch.from_numpy(ref[None, None].astype(np.float32)),
+                    )
                 ratios, checks = [], []
                 for name, (fn, _) in peers.items():
                     if name in ("medpy", "deepmind") and pred.size > args.slow_peers_max_voxels:
-                        row.append("skipped")
-                        ratios.append("–")
+                        row += ["skipped", ""]
+                        ratios += ["–", "–"]
                         continue
-                    t_p, n_p, v = timed(lambda fn=fn: fn(pred, ref, spacing, tensors), args.repeats, args.budget)
-                    row.append(f"{1e3 * t_p:.0f}" + ("" if n_p > 1 else "¹"))
-                    ratios.append(f"{t_p / t_ours:.1f}×")
+                    t_p, c_p, n_p, v = timed(
+                        partial(fn, pred, ref, spacing, tensors), args.repeats, args.budget
+                    )
+                    mark = "" if n_p > 1 else "¹"
+                    row += [f"{1e3 * t_p:.0f}{mark}", f"{1e3 * c_p:.0f}{mark}"]
+                    ratios += [f"{t_p / t_ours:.1f}×", f"{c_p / c_1:.1f}×"]
                     if name == "monai":
                         good = abs(v - m.hd95) <= 1e-5 * abs(m.hd95)
                         checks.append("MONAI ok" if good else f"MONAI {v:.6g}≠")
@@ -205,18 +240,19 @@ def main(argv=None) -> int:
                 row += ratios + [f"{m.hd95:.4f}", ", ".join(checks)]
                 print("| " + " | ".join(row) + " |", flush=True)
     print("¹ a single timed call (the warm-up alone used most of the time budget)")
+    print(f"load average at end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
 
     if not args.no_instances:
         pred, ref = make_instances()
         instance_metrics(pred[:50, :50], ref[:50, :50])
-        t, n, v = timed(lambda: instance_metrics(pred, ref), args.repeats, args.budget)
-        numba.set_num_threads(1)
-        t1, _, _ = timed(lambda: instance_metrics(pred, ref), args.repeats, args.budget)
-        numba.set_num_threads(n_threads)
+        t, c, n, v = timed(lambda: instance_metrics(pred, ref), args.repeats, args.budget)
         print()
-        print(f"instances: 1000x1000, {v['n_ref']} reference / {v['n_pred']} predicted instances: "
-              f"instance_metrics (AJI, AJI+, PQ, DQ, SQ, P/R/F1) {1e3 * t:.1f} ms (1 thread: {1e3 * t1:.1f} ms); "
-              f"AJI {v['aji']:.4f} AJI+ {v['aji_plus']:.4f} PQ {v['pq']:.4f} (target < 100 ms)")
+        print(
+            f"instances: 1000x1000, {v['n_ref']} reference / {v['n_pred']} predicted instances: "
+            f"instance_metrics (AJI, AJI+, PQ, DQ, SQ, P/R/F1) {1e3 * t:.1f} ms wall, {1e3 * c:.1f} ms cpu "
+            f"(single-threaded kernels); AJI {v['aji']:.4f} AJI+ {v['aji_plus']:.4f} PQ {v['pq']:.4f} "
+            "(target < 100 ms)"
+        )
     print()
     print("all value checks passed" if ok_all else "VALUE MISMATCH (see check column)")
     return 0 if ok_all else 1

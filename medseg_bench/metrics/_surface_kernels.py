@@ -5,22 +5,27 @@ Everything works on 3D C-contiguous arrays; a 2D image is passed as a (1, H, W) 
 
 Why this is fast and still exact
 --------------------------------
-Only distances between the two surfaces are needed, so nothing is computed outside the joint
-bounding box J of the two masks, and no full distance transform is built. For a target surface T:
+Only distances between the two surfaces are needed, so nothing is computed outside the masks'
+bounding boxes, and no full distance transform is built. For a target surface T (in its box):
 
 1. ``G[z, y, x]`` = distance, in voxels along axis 1, from ``(z, y, x)`` to the nearest voxel of T
    in the same ``(z, x)`` column (the first, 1D pass of a separable EDT; two vectorised sweeps).
 2. For a query point ``q`` the squared distance to T is the minimum over rows ``(z', q_y)`` of
    ``(s0 dz)^2 + min_x [(s2 (x - q_x))^2 + (s1 G[z', q_y, x])^2]`` -- the remaining passes of the
-   EDT, evaluated only at ``q``. Rows are visited by increasing ``|dz|`` and the scan stops as soon as
-   ``(s0 dz)^2`` reaches the best value found; inside a row only ``|dx| <= sqrt(best - (s0 dz)^2) / s2``
-   can improve it, so the work is the lattice disk of radius d(q) (a branch-free, vectorised min per
-   row). The best value found for the previous query (its nearest point, re-measured from ``q``)
-   bounds the first row, exploiting the scan order of the queries.
+   EDT, evaluated at ``q`` only. Rows are visited by increasing ``|dz|`` and the search stops as
+   soon as ``(s0 dz)^2`` reaches the best value found; inside a row only
+   ``|dx| <= sqrt(best - (s0 dz)^2) / s2`` can improve it, so the work is the lattice disk of radius
+   d(q), scanned as a branch-free, vectorised min per row (in integers when ``s1 == s2``). The
+   nearest targets of the last few queries (scan order keeps them close) give the first bound;
+   rows whose lower bound (their smallest ``G``, their target columns' x-range) cannot improve it
+   are skipped. A query row outside the box along axis 1 reads the box's edge row plus its
+   distance to it.
+3. Queries whose disk would be large (far from T: isolated false positives, far outside T's box)
+   are handed back (-1) and answered by a KD-tree over T's points (``_surface.py``).
 
 The result is the exact minimum (nothing that could be nearer is skipped). The reported distance is
 recomputed from the integer offsets of the winner as ``sqrt((dz s0)^2 + (dy s1)^2 + (dx s2)^2)`` in
-float64 (:func:`offset_lengths`), so it does not depend on the search order.
+float64 (:func:`offset_lengths`), so it does not depend on the search order or on fastmath.
 
 Each kernel exists parallel and serial (``_parallel.variants``); callers pick by work size.
 """
