@@ -484,14 +484,15 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
-def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None) -> int:
+def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=None) -> int:
     """Entry point of ``medseg-bench evaluate PRED_DIR REF_DIR [--dataset-json F] [--out DIR]``.
 
     Labels, file ending, default 2D spacing and ``instance_labels`` come from ``dataset_json``
     (default: ``REF_DIR/../dataset.json`` when it exists; otherwise labels are inferred). Instance
     metrics are added when the dataset has ``instance_labels`` and both ``PRED_DIR/instances/`` and
     the reference's sibling instance folder (``labelsTs`` -> ``instancesTs``) exist. Writes the
-    record into ``out_dir`` (default ``pred_dir``) and prints a short table.
+    record into ``out_dir`` (default ``pred_dir``) and prints a short table. ``workdir`` is accepted
+    because the CLI passes it to every subcommand; evaluation writes nothing else.
 
     Returns:
         Exit code: 0 on success, 1 when the inputs cannot be evaluated (the message names the case).

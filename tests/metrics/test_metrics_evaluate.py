@@ -160,3 +160,13 @@ def test_instances_png(tmp_path):
     assert "instance" in s["mean"] and 0 < s["mean"]["instance"]["aji"] <= 1
     rows = list(csv.DictReader((tmp_path / "o" / "per_case.csv").open()))
     assert any(r["class"] == "instances" and r["aji"] for r in rows)
+
+
+def test_cli_evaluate(folders, tmp_path, capsys):
+    from medseg_bench.cli import main
+
+    pdir, rdir, _ = folders
+    out = tmp_path / "cli_out"
+    assert main(["evaluate", str(pdir), str(rdir), "--out", str(out), "--workdir", str(tmp_path / "w")]) == 0
+    assert (out / "summary.json").is_file() and "tumour" in capsys.readouterr().out
+    assert main(["evaluate", str(pdir), str(tmp_path / "missing")]) == 1

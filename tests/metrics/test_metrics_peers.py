@@ -87,3 +87,31 @@ def test_matches_medpy(ndim, spacing):
         d_pr, _ = surface_distances(pred, ref, spacing)
         md = binary.__dict__["__surface_distances"](pred, ref, spacing, 1)
         np.testing.assert_allclose(d_pr, md, rtol=1e-9)
+
+
+def test_real_ct_masks_match_bruteforce_and_monai(shared_data):
+    """TotalSegmentator bone masks (real anatomy, 3 mm CT): adjacent, distant and eroded pairs."""
+    from _metrics_reference import ref_directed
+
+    from medseg_bench.io import read_image
+
+    folder = shared_data / "totalseg_pelvis_ct" / "masks"
+    masks = {}
+    for name in ("hip_left", "hip_right", "femur_left"):
+        arr, geo = read_image(folder / f"{name}.nii.gz")
+        masks[name] = arr > 0
+    spacing = geo.spacing
+    eroded = ndi.binary_erosion(masks["hip_left"], iterations=2)
+    pairs = [
+        ("hip_left", "femur_left", masks["hip_left"], masks["femur_left"]),
+        ("hip_left", "hip_right", masks["hip_left"], masks["hip_right"]),
+        ("hip_left", "eroded", masks["hip_left"], eroded),
+    ]
+    for a_name, b_name, a, b in pairs:
+        d_ab, d_ba = surface_distances(a, b, spacing)
+        np.testing.assert_allclose(d_ab, ref_directed(a, b, spacing), rtol=1e-9, err_msg=f"{a_name}/{b_name}")
+        np.testing.assert_allclose(d_ba, ref_directed(b, a, spacing), rtol=1e-9, err_msg=f"{a_name}/{b_name}")
+        ours = surface_metrics(a, b, spacing)
+        m_hd95, m_assd, _ = _monai(a, b, spacing)
+        assert ours.hd95 == pytest.approx(m_hd95, rel=F32_RTOL)
+        assert ours.assd == pytest.approx(m_assd, rel=F32_RTOL)
