@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["cost_scaled_iterations", "ema_decay", "ema_update", "input_noise", "make_teacher", "preset_configuration",
+__all__ = ["cost_scaled_iterations", "estimate_cell_cost_s", "ema_decay", "ema_update", "input_noise", "make_teacher", "preset_configuration",
            "resolve_hparams", "sigmoid_rampup", "softmax_mse", "unsup_weight"]
 
 
@@ -148,3 +148,18 @@ def resolve_hparams(method, ctx) -> dict:
     out.update({k: ctx.settings[k] for k in cls_h if k in ctx.settings})
     out.update(getattr(method, "_init_overrides", {}))
     return out
+
+
+def estimate_cell_cost_s(hparams: dict, plans: dict, preset: str, config: str) -> float:
+    """Rough training wall time (s) of a cell of a teacher–student method, for the benchmark runner's
+    ordering/ETA (:func:`medseg_bench.bench.grid.estimate_cost_s`): the plan's supervised estimate
+    ``num_iterations * step_time_estimate_s`` times ``min(cost_factor, wall_time_factor)`` on the
+    wall-time-sized presets (see :func:`cost_scaled_iterations`), times ``cost_factor`` otherwise."""
+    cfg = ((plans.get("presets", {}).get(preset, {}) or {}).get("configurations", {}) or {}).get(config, {}) or {}
+    base = max(1.0, float(cfg.get("num_iterations", 0) or 0) * float(cfg.get("step_time_estimate_s", 0) or 0))
+    cost = float(hparams.get("cost_factor", 1.0))
+    if cfg.get("time_budget_s"):
+        wf = hparams.get("wall_time_factor", 1.0)
+        wf = wf.get(preset, 1.0) if isinstance(wf, dict) else wf
+        cost = min(cost, float(wf))
+    return base * cost

@@ -44,6 +44,7 @@ from ._teacher import (
     cost_scaled_iterations,
     ema_decay,
     ema_update,
+    estimate_cell_cost_s,
     input_noise,
     make_teacher,
     resolve_hparams,
@@ -161,6 +162,11 @@ class EmbeddingMatching(Method):
         self.bank: EmbeddingBank | None = None
 
     # -- setup ---------------------------------------------------------------------------------------
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """Rough cell training time for the benchmark runner (see :func:`estimate_cell_cost_s`)."""
+        return estimate_cell_cost_s(cls.hparams, plans, preset, config)
+
     def setup(self, ctx) -> None:
         h = self.hp = resolve_hparams(self, ctx)
         if h["predict_with"] not in ("teacher", "student"):

@@ -34,6 +34,7 @@ from ._teacher import (
     cost_scaled_iterations,
     ema_decay,
     ema_update,
+    estimate_cell_cost_s,
     input_noise,
     make_teacher,
     resolve_hparams,
@@ -79,6 +80,11 @@ class MeanTeacher(Method):
         super().__init__(**overrides)
         self._init_overrides = dict(overrides)
         self.hp = dict(self.hparams)
+
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """Rough cell training time for the benchmark runner (see :func:`estimate_cell_cost_s`)."""
+        return estimate_cell_cost_s(cls.hparams, plans, preset, config)
 
     def setup(self, ctx) -> None:
         self.hp = resolve_hparams(self, ctx)

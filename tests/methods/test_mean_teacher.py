@@ -154,3 +154,17 @@ def test_supervised_part_learns_on_toy_discs(tmp_path):
     assert sum(sup[-5:]) / 5 < 0.8 * sum(sup[:5]) / 5
     assert all(r["consistency"] >= 0 for r in log if "consistency" in r)
     assert log[-1]["consistency_weight"] > log[0]["consistency_weight"]
+
+
+def test_runner_cost_estimate_follows_the_iteration_rule():
+    from medseg_bench.bench.grid import estimate_cost_s
+
+    cfg = {"num_iterations": 200, "step_time_estimate_s": 0.05, "time_budget_s": 10.0}
+    plans = {"presets": {"demo": {"configurations": {"2d": cfg}},
+                         "paper": {"configurations": {"2d": {"num_iterations": 1000, "step_time_estimate_s": 0.1}}}}}
+    for name in ("mean_teacher", "embedding_matching"):
+        cls = get_method(name)
+        h = cls.hparams
+        want_demo = 10.0 * min(h["cost_factor"], h["wall_time_factor"]["demo"])
+        assert estimate_cost_s(cls, plans, "demo", "2d", 2) == pytest.approx(want_demo)
+        assert estimate_cost_s(cls, plans, "paper", "2d", 2) == pytest.approx(100.0 * h["cost_factor"])
