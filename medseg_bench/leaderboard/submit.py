@@ -200,6 +200,7 @@ def _worker_main(job_path: str) -> int:
 
     method_cls = load_submission(job["method"])
     wd = Path(job["workdir"])
+    print(f"validating {method_cls.name} (contract check) ...", flush=True)
     try:
         validate_method(method_cls, wd / "contract_check")
     except SubmissionError as exc:
@@ -207,6 +208,8 @@ def _worker_main(job_path: str) -> int:
         return 3
     engine_cell._predict_and_evaluate = _predict_only  # nothing to evaluate against: labels withheld
     for item in job["cells"]:
+        print(f"training {method_cls.name} on {item['dataset']} (budget {item['budget']}, seed {item['seed']}, "
+              f"test labels withheld) ...", flush=True)
         ensure_prepared(wd, item["dataset"])
         train_cell(wd, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
                    config=item["configuration"], iterations=job.get("iterations"), progress=False,
@@ -222,12 +225,13 @@ def _run_worker(job: dict, staged_wd: Path, timeout_s: float | None) -> None:
     job_path = staged_wd / "job.json"
     job_path.write_text(json.dumps(job, indent=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEG_")}  # no pointer to the real workdir
+    # stdout (progress lines) goes straight to the user; stderr is kept for the error message
     proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.submit", str(job_path)], cwd=staged_wd,
-                          env=env, capture_output=True, text=True, timeout=timeout_s)
+                          env=env, stdout=None, stderr=subprocess.PIPE, text=True, timeout=timeout_s)
     if proc.returncode == 3 and _ERROR_TAG in proc.stderr:
         raise SubmissionError(proc.stderr.split(_ERROR_TAG, 1)[1].strip())
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
         raise SubmissionError(f"training the submission failed (exit {proc.returncode}):\n{tail}")
 
 
