@@ -78,8 +78,9 @@ def time_nnunet(raw: Path, dataset_id: int, workdir: Path, workers: int, bindir:
                nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1")
     name = f"Dataset{dataset_id:03d}_{raw.name}"
     target = root / "raw" / name
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.rmtree(root / "preprocessed" / name, ignore_errors=True)
+    for sub in ("raw", "preprocessed", "results"):  # nnU-Net refuses two names for one id
+        for old in (root / sub).glob(f"Dataset{dataset_id:03d}_*"):
+            shutil.rmtree(old)
     target.mkdir(parents=True)
     meta = json.loads((raw / "dataset.json").read_text())
     # nnU-Net v2 reads imagesTr + labelsTr only; our extensions stay out of its way
