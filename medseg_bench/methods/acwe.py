@@ -75,9 +75,9 @@ def _cpu_step_estimate(ctx) -> float | None:
 def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int | None:
     """Iterations of :class:`R2Net` that take the time the plan gives its U-Net for this preset.
 
-    ``ctx.iterations × step_time_estimate_s`` of the plan's configuration divided by the R2Net step
-    time the plan's CPU step-time model predicts; None when the plan has no CPU step estimate (GPU
-    plans, hand-made contexts) or ``match_time_budget`` is off.
+    ``base × step_time_estimate_s`` of the plan's configuration (``base``: :func:`base_iterations`)
+    divided by the R2Net step time the plan's CPU step-time model predicts; None when the plan has
+    no CPU step estimate (GPU plans, hand-made contexts) or ``match_time_budget`` is off.
     """
     est = _cpu_step_estimate(ctx)
     if not hp.get("match_time_budget", True) or est is None:
@@ -89,7 +89,19 @@ def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int 
     map_bytes = 4 * hp["filters"] * float(np.prod(patch)) * batch_size
     large = acts * batch_size if map_bytes > LARGE_MAP_BYTES else 0.0
     step = load_step_time_model(threads=1).predict_totals(len(patch), macs * batch_size, acts * batch_size, large)
-    return max(1, int(ctx.iterations * est / step))
+    return max(1, int(base_iterations(ctx) * est / step))
+
+
+def base_iterations(ctx) -> int:
+    """The U-Net iteration count of the cell (the preset's, or ``--iterations``): ``setup`` keeps it
+    as ``settings["plan_iterations"]`` before it sets ``settings["iterations"]`` to this method's own
+    count (so the result record states the iterations that ran)."""
+    return int(ctx.settings.get("plan_iterations", ctx.iterations))
+
+
+def _set_iterations(ctx, n: int) -> None:
+    ctx.settings.setdefault("plan_iterations", ctx.iterations)
+    ctx.settings["iterations"] = int(n)
 
 
 @contextmanager
@@ -162,16 +174,25 @@ class AcweConvNet(Method):
         if ctx.preset == "paper":
             return int(self.hparams["paper_iterations"])
         n = matched_iterations(ctx, ctx.in_channels, self.hparams, self.train_context(ctx).batch_size)
-        return ctx.iterations if n is None else n
+        return base_iterations(ctx) if n is None else n
 
     def setup(self, ctx) -> None:
         self.networks["network"] = self._build(ctx)
-        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters(), iterations=self.pretrain_iterations(ctx))
+        _set_iterations(ctx, self.pretrain_iterations(ctx))
+        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
+
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """Rough cell time for the benchmark runner: the plan's U-Net time (training is time-matched
+        to it), or the paper's schedule at the plan's GPU step estimate."""
+        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
+        step = float(cfg.get("step_time_estimate_s") or 0.0)
+        n = cls.hparams["paper_iterations"] if preset == "paper" else float(cfg.get("num_iterations") or 0)
+        return max(1.0, n * step)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, ctx):
-        tctx = self.train_context(ctx)
-        return tctx.run_loop(self, iterations=self.pretrain_iterations(ctx))
+        return self.train_context(ctx).run_loop(self)
 
     def training_step(self, labelled, unlabelled, ctx):
         net = self.networks["network"]
@@ -260,7 +281,7 @@ class AcweFinetune(AcweConvNet):
         if ctx.preset == "paper":
             return int(self.hparams["paper_finetune_iterations"])
         n = matched_iterations(ctx, ctx.in_channels, self.hparams, self.train_context(ctx).batch_size)
-        return ctx.iterations if n is None else max(1, int(round(n * float(self.hparams["finetune_fraction"]))))
+        return base_iterations(ctx) if n is None else max(1, int(round(n * float(self.hparams["finetune_fraction"]))))
 
     def setup(self, ctx) -> None:
         net = self._build(ctx)
@@ -268,7 +289,14 @@ class AcweFinetune(AcweConvNet):
             for p in block.parameters():
                 p.requires_grad_(False)
         self.networks["network"] = net
-        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters(), iterations=self.finetune_iterations(ctx))
+        _set_iterations(ctx, self.finetune_iterations(ctx))
+        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
+
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """Pre-training (paid by the first budget's cell) plus fine-tuning."""
+        frac = 801 / 8050 if preset == "paper" else float(cls.hparams["finetune_fraction"])
+        return super().estimate_cost_s(plans, preset, config, budget) * (1.0 + frac)
 
     def train(self, mode: bool = True) -> None:
         super().train(mode)
@@ -279,7 +307,8 @@ class AcweFinetune(AcweConvNet):
     def stage_key(self, ctx, ids: list[str]) -> str:
         keys = [k for k in AcweConvNet.hparams]
         blob = {"hparams": {k: self.hparams[k] for k in keys}, "patch": ctx.patch_size, "ids": ids,
-                "settings": {k: ctx.settings.get(k) for k in ("batch_size", "augmentation", "iterations")},
+                "settings": {k: ctx.settings.get(k) for k in ("batch_size", "augmentation")},
+                "iterations": self.pretrain_iterations(ctx),
                 "dataset_hash": ctx.plans.get("dataset_hash"), "in_channels": ctx.in_channels}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -294,11 +323,11 @@ class AcweFinetune(AcweConvNet):
             folder = ctx.run_dir / stage
         pre = AcweConvNet(**{k: self.hparams[k] for k in AcweConvNet.hparams})
         with _locked(folder):
-            pctx = dataclasses.replace(ctx, labelled_ids=[], unlabelled_ids=ids, run_dir=folder)
+            pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
+                                       run_dir=folder)
             pre.setup(pctx)
-            pctx = pre.train_context(pctx)
-            pctx.run_loop(pre, out_dir=folder, iterations=pre.pretrain_iterations(ctx), labelled_ids=[],
-                          unlabelled_ids=ids, desc="acwe pre-training")
+            pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
+                                             desc="acwe pre-training")
         self.stage_folder = folder
         return pre.networks["network"].state_dict()
 
@@ -306,8 +335,7 @@ class AcweFinetune(AcweConvNet):
         net = self.networks["network"]
         net.load_state_dict(self.pretrained_state(ctx))
         net.bake_polarity()  # start from "output = foreground" by the label-free rule; labels decide from here
-        tctx = self.train_context(ctx)
-        return tctx.run_loop(self, iterations=self.finetune_iterations(ctx))
+        return self.train_context(ctx).run_loop(self)
 
     def training_step(self, labelled, unlabelled, ctx):
         z = self.networks["network"](labelled["data"])

@@ -108,6 +108,11 @@ class ClassicalMethod(Method):
                              f"{ctx.num_classes - 1} foreground classes")
         self.rule = polarity_rule(ctx.plans, self.hparams.get("polarity", "auto"), default="smaller")
 
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """Rough cell time for the benchmark runner: no training, seconds of inference."""
+        return 2.0
+
     def fit(self, ctx) -> dict:
         """Nothing to learn. Writes a final checkpoint (the settings, no weights) so that a finished
         run looks like every other one (``medseg-bench predict`` loads it)."""

@@ -245,3 +245,16 @@ def test_acwe_refuses_bad_settings(tmp_path):
     ctx.plans["labels"] = {"background": 0, "a": 1, "b": 2}
     with pytest.raises(ValueError, match="2 foreground classes"):
         cls().setup(ctx)
+
+
+def test_record_states_the_iterations_that_ran(tmp_path):
+    cls, ctx = _ctx("acwe_finetune", tmp_path, iterations=100, workdir=Workdir(tmp_path / "work"))
+    ctx.plans["presets"] = {"quick": {"configurations": {"2d": {"step_time_estimate_s": 0.05, "step_time_device": "cpu",
+                                                              "num_iterations": 100}}}}
+    m = cls()
+    want_pre, want_ft = m.pretrain_iterations(ctx), m.finetune_iterations(ctx)
+    m.setup(ctx)
+    assert ctx.iterations == want_ft and ctx.settings["plan_iterations"] == 100
+    assert m.pretrain_iterations(ctx) == want_pre  # idempotent after setup
+    assert cls.estimate_cost_s(ctx.plans, "quick", "2d", 2) == pytest.approx(100 * 0.05 * 1.25)
+    assert get_method("otsu").estimate_cost_s(ctx.plans, "quick", "2d", 0) < 10
