@@ -6,7 +6,10 @@ MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevis
 * ``acwe`` (unsupervised, budget 0): the recurrent-residual network of :class:`~._r2net.R2Net`
   trained on every training image with the soft Chan–Vese energy without length term
   (:func:`~._r2net.acwe_energy`, ``w_area = 5e-4``); inputs min–max scaled to [0, 1] per slice (2D)
-  or per volume (3D); Adam, lr 5e-4, constant. A network output is two phases; the foreground is
+  or per volume (3D); Adam, lr 5e-4, constant. ``w_area`` needs no rescaling with the patch size:
+  the region terms and the area term are both sums over pixels (the weight is intensity² per pixel
+  on [0, 1] images), so their ratio is the same on the paper's 192×192 slices and on any patch; the
+  energy is reported per pixel. A network output is two phases; the foreground is
   named by a label-free rule from the plan's modality (:mod:`._polarity`): the phase with the higher
   mean intensity (the paper's rule; CT, SPECT and modalities the table does not know), the lower one
   for fundus autofluorescence and H&E. The phase means are running means of the energy's ``c1, c2``
