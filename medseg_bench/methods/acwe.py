@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ._polarity import polarity_rule
-from ._r2net import R2Net, acwe_energy, active_contour_loss, minmax_normalise, r2net_cost
+from ._r2net import R2Net, active_contour_loss, acwe_energy, minmax_normalise, r2net_cost
 from .base import Method
 from .registry import register_method
 

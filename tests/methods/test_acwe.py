@@ -7,8 +7,8 @@ import torch
 from medseg_bench.methods import get_method
 from medseg_bench.methods._r2net import (
     R2Net,
-    acwe_energy,
     active_contour_loss,
+    acwe_energy,
     minmax_normalise,
     r2net_cost,
 )
