@@ -30,7 +30,7 @@ def crop_padded(array: np.ndarray, lower: list[int], size: list[int], pad_value=
     ``pad_value`` where the box leaves the array. Leading axes (channels) are kept whole."""
     nd = len(size)
     spatial = array.shape[-nd:]
-    src, dst, pads = [], [], []
+    src, pads = [], []
     for lo, sz, sh in zip(lower, size, spatial):
         a, b = max(lo, 0), min(lo + sz, sh)
         src.append(slice(a, max(a, b)))

@@ -17,6 +17,7 @@ from .registry import (
     unregister_method,
 )
 
+
 def _import_builtins() -> None:
     import importlib
     import pkgutil

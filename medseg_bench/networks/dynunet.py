@@ -11,7 +11,6 @@ leaky ReLU (MONAI's DynUNet defaults, which follow nnU-Net).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 __all__ = ["build_network", "count_parameters", "network_kwargs"]
@@ -65,8 +64,3 @@ def count_parameters(*modules: nn.Module) -> int:
                 total += p.numel()
     return total
 
-
-def _smoke() -> None:  # pragma: no cover - manual check
-    net = build_network({"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "kernel_size": [3, 3, 3],
-                         "strides": [1, 2, 2], "filters": [8, 16, 32]})
-    print(net(torch.zeros(1, 1, 32, 32)).shape)

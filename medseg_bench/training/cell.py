@@ -20,7 +20,14 @@ from pathlib import Path
 from .. import __version__
 from ..io import RawDataset
 from ..io.image import sidecar_path
-from ..splits import BudgetError, budget_cases, load_or_make_splits, normalise_budget, split_hash, unlabelled_pool
+from ..splits import (
+    BudgetError,
+    budget_cases,
+    load_or_make_splits,
+    normalise_budget,
+    split_hash,
+    unlabelled_pool,
+)
 from ..workdir import Workdir
 from .checkpoint import load_checkpoint, seed_everything
 from .context import RunContext
@@ -62,6 +69,15 @@ def ensure_prepared(workdir, dataset, configs=None, num_workers: int | None = No
     plans = plan_dataset(raw_dir, out, num_workers=num_workers)
     preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
     return plans
+
+
+def _source_version(meta: dict) -> str | None:
+    """``generator.version`` or ``converter.version`` of dataset.json, if recorded."""
+    for key in ("generator", "converter"):
+        block = meta.get(key)
+        if isinstance(block, dict) and block.get("version") is not None:
+            return str(block["version"])
+    return None
 
 
 def _check_budget(method_cls, budget, n_train: int) -> None:
@@ -168,8 +184,7 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
             "budget": budget, "seed": seed}
     provenance = {
         "dataset_hash": plans.get("dataset_hash"),
-        "generator_version": (raw.meta.get("generator") or raw.meta.get("converter") or {}).get("version")
-        if isinstance(raw.meta.get("generator") or raw.meta.get("converter"), dict) else None,
+        "generator_version": _source_version(raw.meta),
         "plan_hash": json_hash(plans), "split_hash": split_hash(splits, budget, seed),
         "code_version": __version__, "git_commit": git_commit(), "environment": environment(dev, threads),
         "started": started,
