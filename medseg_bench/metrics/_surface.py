@@ -40,7 +40,7 @@ HD95_MODES = ("max", "pooled")
 DEFAULT_NSD_TOLERANCE = 2.0
 # row entries a query may scan (~0.5-1 ns each) before a KD-tree over the target points (~1-3 us a
 # query) answers it instead: only queries far from the other surface get there
-_MAX_ROW_WORK = 6000
+_MAX_ROW_WORK = 1500
 
 
 def _as_mask(x, name: str) -> np.ndarray:
@@ -125,7 +125,7 @@ def _directed(query: _Surface, target: _Surface, sp3) -> np.ndarray:
     todo = np.flatnonzero(off[:, 0] < 0)
     if todo.size:
         # far from everything (e.g. isolated false positives): a KD-tree finds the neighbour faster
-        tree = cKDTree(target.pts * sp3, leafsize=16, balanced_tree=False, compact_nodes=False)
+        tree = cKDTree(target.pts * sp3, leafsize=32, balanced_tree=False, compact_nodes=False)
         workers = numba.get_num_threads() if todo.size >= 2048 else 1
         _, idx = tree.query(query.pts[todo] * sp3, k=1, workers=workers)
         off[todo] = np.abs(query.pts[todo] - target.pts[idx])

@@ -340,7 +340,7 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
             work = 0
             a = 0
             while work <= max_work:
-                if a > 0 and far_scale * best > max_work:
+                if a > 0 and far_scale * best > 4 * max_work:
                     work = max_work + 1  # the disk still to scan is too large: leave it to the caller
                     break
                 A = s0sq * a * a

@@ -210,6 +210,7 @@ def test_tall_image_uses_wide_column_distances():
         np.testing.assert_allclose(drp, ref_directed(b, a, sp), rtol=RTOL)
 
 
+@pytest.mark.slow  # compiles every parallel kernel (~20 s on a cold numba cache)
 def test_parallel_kernels_match_serial(monkeypatch):
     """Small inputs take the serial kernels; force the parallel ones and compare."""
     from medseg_bench.metrics import _parallel
