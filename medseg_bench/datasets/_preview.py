@@ -21,6 +21,17 @@ def _to_display(image: np.ndarray, rgb: bool) -> np.ndarray:
     return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
+def _instance_contours(disp: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """Draw the outline of every instance (lime) into a 2D display image (grey becomes RGB), so that
+    touching objects are told apart and red overlays do not hide red structures."""
+    from skimage.segmentation import find_boundaries
+
+    rgb = disp if disp.ndim == 3 else np.repeat(disp[..., None], 3, axis=-1)
+    rgb = rgb.copy()
+    rgb[find_boundaries(instances, mode="inner")] = (0.2, 1.0, 0.2)
+    return rgb
+
+
 def _slices(array: np.ndarray, spatial_ndim: int, rgb: bool):
     """Middle axial (and coronal for 3D) slices of a displayable array."""
     if spatial_ndim == 2:
@@ -44,16 +55,20 @@ def write_preview(dataset_dir: Path, out_png: Path | None = None, max_cases: int
         image, geo = case.load_image()
         label, _ = case.load_label()
         disp = _to_display(image, ds.rgb)
-        for img_slice, lab_slice in zip(_slices(disp, geo.ndim, ds.rgb), _slices(label, geo.ndim, ds.rgb)):
-            rows.append((case.case_id, img_slice, lab_slice))
+        overlay = disp
+        if ds.instance_labels and case.instance_file is not None and geo.ndim == 2:
+            overlay = _instance_contours(disp, case.load_instances()[0])
+        for img_slice, lab_slice, over_slice in zip(_slices(disp, geo.ndim, ds.rgb), _slices(label, geo.ndim, ds.rgb),
+                                                    _slices(overlay, geo.ndim, ds.rgb)):
+            rows.append((case.case_id, img_slice, lab_slice, over_slice))
     fig, axes = plt.subplots(len(rows), 2, figsize=(6, 3 * len(rows)), squeeze=False)
-    for (cid, img, lab), (ax_img, ax_lab) in zip(rows, axes):
+    for (cid, img, lab, over), (ax_img, ax_lab) in zip(rows, axes):
         cmap = None if img.ndim == 3 else "gray"
         ax_img.imshow(img, cmap=cmap)
         ax_img.set_title(cid, fontsize=8)
-        ax_lab.imshow(img, cmap=cmap)
+        ax_lab.imshow(over, cmap=None if over.ndim == 3 else "gray")
         ax_lab.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.45, interpolation="nearest")
-        ax_lab.set_title("label overlay", fontsize=8)
+        ax_lab.set_title("label overlay" + (", instance outlines" if ds.instance_labels else ""), fontsize=8)
         for ax in (ax_img, ax_lab):
             ax.axis("off")
     fig.tight_layout()
