@@ -86,6 +86,7 @@ def test_evaluate_folder_record(folders, tmp_path):
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temp files
 
 
+@pytest.mark.slow  # spawns two worker processes (imports numba, scipy, SimpleITK in each)
 def test_workers_give_same_result(folders):
     pdir, rdir, _ = folders
     a = evaluate_folder(pdir, rdir, LABELS, ".nii.gz")
