@@ -16,6 +16,10 @@ preprocessed to the planned spacing and exported back, and the Dice per class is
 Example::
 
     python benchmarks/plan_bench.py --size small --workers 2 --nnunet-bin /tmp/nnunet_venv/bin --roundtrip
+
+Plans written by ``plan`` here use this machine's CPU calibration when one is cached; set
+``MEDSEG_CACHE_DIR`` to an empty folder to get the shipped reference model (as the committed
+examples in ``datasets/plans/`` do).
 """
 
 from __future__ import annotations
@@ -130,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nnunet-bin", default=None, help="folder holding nnUNetv2_* scripts (default: PATH)")
     ap.add_argument("--roundtrip", action="store_true")
     ap.add_argument("--out", default=None, help="write the results as JSON")
+    ap.add_argument("--export-plans", default=None, metavar="DIR",
+                    help="copy every dataset's plans.json to DIR/<dataset>.json (datasets/plans/ holds the examples)")
     args = ap.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     bindir = nnunet_bin(args.nnunet_bin)
@@ -143,6 +149,9 @@ def main(argv=None) -> int:
             row["nnunet"] = time_nnunet(raw, 900 + i, workdir, args.workers, bindir)
         if args.roundtrip:
             row["roundtrip"] = roundtrip(raw, workdir)
+        if args.export_plans:
+            Path(args.export_plans).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(workdir / "preprocessed" / raw.name / "plans.json", Path(args.export_plans) / f"{raw.name}.json")
         results.append(row)
         print(json.dumps(row), flush=True)
     print()
