@@ -281,12 +281,14 @@ def load_trained(run_dir, device=None):
 
     run_dir = Path(run_dir)
     cfg_path, ckpt = run_dir / "config.json", run_dir / CHECKPOINT_FINAL
-    for p in (cfg_path, ckpt, run_dir / "plans.json"):
+    for p in (cfg_path, run_dir / "plans.json"):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing — is {run_dir} a finished training run?")
+            raise FileNotFoundError(f"{p}: missing — is {run_dir} a training run folder?")
     cfg = json.loads(cfg_path.read_text())
     plans = json.loads((run_dir / "plans.json").read_text())
     method_cls = get_method(cfg["cell"]["method"])
+    if method_cls.trains and not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: missing — the run in {run_dir} has not finished training")
     dev = choose_device(device)
     set_threads(None)
     c = cfg["cell"]
@@ -294,7 +296,8 @@ def load_trained(run_dir, device=None):
                      device=dev, dataset=c["dataset"], budget=c["budget"], seed=c["seed"], run_dir=run_dir)
     method = method_cls()
     method.setup(ctx)
-    method.load_state_dict(load_checkpoint(ckpt, map_location=dev)["method"], weights_only=True)
+    if ckpt.is_file():
+        method.load_state_dict(load_checkpoint(ckpt, map_location=dev)["method"], weights_only=True)
     for net in method.networks.values():
         net.eval()
     return method, ctx, cfg["dataset_meta"]
