@@ -40,6 +40,14 @@ def _slices(array: np.ndarray, spatial_ndim: int, rgb: bool):
     return [array[z], array[:, y][::-1]]
 
 
+def _aspects(spacing: tuple[float, ...]) -> list[float]:
+    """Pixel height/width of the slices :func:`_slices` returns, so anisotropic volumes (thick
+    slices) are drawn in physical proportions."""
+    if len(spacing) == 2:
+        return [spacing[0] / spacing[1]]
+    return [spacing[1] / spacing[2], spacing[0] / spacing[2]]
+
+
 def write_preview(dataset_dir: Path, out_png: Path | None = None, max_cases: int = 4) -> Path:
     import matplotlib
 
@@ -58,16 +66,16 @@ def write_preview(dataset_dir: Path, out_png: Path | None = None, max_cases: int
         overlay = disp
         if ds.instance_labels and case.instance_file is not None and geo.ndim == 2:
             overlay = _instance_contours(disp, case.load_instances()[0])
-        for img_slice, lab_slice, over_slice in zip(_slices(disp, geo.ndim, ds.rgb), _slices(label, geo.ndim, ds.rgb),
-                                                    _slices(overlay, geo.ndim, ds.rgb)):
-            rows.append((case.case_id, img_slice, lab_slice, over_slice))
+        for img_slice, lab_slice, over_slice, aspect in zip(_slices(disp, geo.ndim, ds.rgb), _slices(label, geo.ndim, ds.rgb),
+                                                            _slices(overlay, geo.ndim, ds.rgb), _aspects(geo.spacing)):
+            rows.append((case.case_id, img_slice, lab_slice, over_slice, aspect))
     fig, axes = plt.subplots(len(rows), 2, figsize=(6, 3 * len(rows)), squeeze=False)
-    for (cid, img, lab, over), (ax_img, ax_lab) in zip(rows, axes):
+    for (cid, img, lab, over, aspect), (ax_img, ax_lab) in zip(rows, axes):
         cmap = None if img.ndim == 3 else "gray"
-        ax_img.imshow(img, cmap=cmap)
+        ax_img.imshow(img, cmap=cmap, aspect=aspect)
         ax_img.set_title(cid, fontsize=8)
-        ax_lab.imshow(over, cmap=None if over.ndim == 3 else "gray")
-        ax_lab.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.45, interpolation="nearest")
+        ax_lab.imshow(over, cmap=None if over.ndim == 3 else "gray", aspect=aspect)
+        ax_lab.imshow(np.ma.masked_where(lab == 0, lab), cmap="autumn", alpha=0.45, interpolation="nearest", aspect=aspect)
         ax_lab.set_title("label overlay" + (", instance outlines" if ds.instance_labels else ""), fontsize=8)
         for ax in (ax_img, ax_lab):
             ax.axis("off")

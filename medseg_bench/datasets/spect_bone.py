@@ -1,0 +1,198 @@
+"""``spect_bone``: simulated 3D bone SPECT (Tc-99m diphosphonate) with the skeleton as the label.
+
+The task of Chen & Frey (unsupervised bone segmentation of XCAT-simulated SPECT with an active
+contour loss; J. Chen and E. C. Frey, "Medical image segmentation via unsupervised convolutional neural
+network", MIDL 2020, arXiv:2001.10155). Their phantoms (XCAT; Segars et al., Med. Phys. 37 (2010)
+4902–4915) are not public, so this simulator builds its own torso: per case, from a seeded RNG,
+
+* anatomy (:mod:`._skeleton3d`): lower thoracic and lumbar spine, ribs, sacrum, both hip bones and
+  proximal femurs; body outline, lungs, kidneys and bladder;
+* activity (relative concentrations): bone uptake varying between bones and smoothly within them,
+  a few hot lesions (metastasis-like, 2–5x bone uptake) and degenerative hot spots at joints, warm soft
+  tissue (bone-to-soft-tissue ratio ~4–10 at 2–4 h post injection), kidneys, and a very hot bladder
+  (urinary excretion: the classic false positive of bone-scan reading);
+* imaging: partial volume at the voxel scale (~4.4 mm: a 128 matrix), a Gaussian system PSF of
+  9–13 mm FWHM (collimator + reconstruction), Poisson counting noise at clinical count levels
+  (expected counts in bone voxels 15–60), and a light Gaussian post-filter as after OSEM;
+  values are stored quantised to 1/8 count (far below the noise) so the files compress well.
+
+Image values are counts per voxel (float32, >= 0). The label is bone: a voxel is labelled when at least
+half of it lies inside a bone (lesions are inside bone, so they are bone too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from ..io import Geometry, RawDatasetWriter
+from . import register_generator
+from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, sphere, value_noise
+from ._skeleton3d import body_sdf, render_skeleton, sample_body, sample_skeleton
+
+__all__ = ["SIZE_SPECS", "VERSION", "generate_spect_bone", "simulate_case"]
+
+VERSION = "1.0.0"
+CHANNELS = {"0": "SPECT"}
+LABELS = {"background": 0, "bone": 1}
+
+#: per size: case counts and isotropic voxel size (mm)
+SIZE_SPECS = {
+    "tiny": {"n_train": 4, "n_test": 2, "n_unlabelled": 2, "voxel": 11.0},
+    "small": {"n_train": 20, "n_test": 10, "n_unlabelled": 10, "voxel": 4.42},
+    "full": {"n_train": 100, "n_test": 40, "n_unlabelled": 60, "voxel": 3.3},
+}
+
+#: relative activity concentrations (bone = 1) and imaging ranges (uniform per case)
+ACTIVITY = {
+    "bone": {"spine": (1.0, 1.3), "sacrum": (1.0, 1.3), "hip": (0.85, 1.15), "femur": (0.65, 0.95),
+             "ribs": (0.7, 1.0)},
+    "bone_variation_sd": 0.12, "soft_tissue": (0.1, 0.25), "fat_factor": 0.6, "lung": (0.02, 0.06),
+    "kidney": (0.2, 0.6), "bladder": (2.0, 8.0), "lesion": (2.0, 5.0), "lesions_per_case": 2.0,
+    "lesion_radius_mm": (5.0, 14.0), "joint_spots": (0, 3),
+}
+IMAGING = {"psf_fwhm_mm": (9.0, 13.0), "bone_counts": (15.0, 60.0), "postfilter_sd_voxels": (0.4, 0.8)}
+_SUBSETS = {"train": 0, "test": 1, "unlabelled": 2}
+
+
+def _u(rng, r):
+    return float(rng.uniform(*r))
+
+
+def _grid(rng: np.random.Generator, skel: dict, body: dict, voxel: float) -> Grid:
+    S = skel["scale"]
+    ry, rx = body["trunk"]
+    z0, z1 = rng.uniform(-160, -130) * S, rng.uniform(320, 360) * S
+    nx, ny, nz = (int(np.ceil(v / voxel)) for v in (2 * rx + 30, 2 * ry + 30, z1 - z0))
+    return Grid((nz, ny, nx), (voxel,) * 3, (z0, body["trunk_y"] - voxel * (ny - 1) / 2, -voxel * (nx - 1) / 2))
+
+
+def _lesion_sites(rng, skel: dict, n: int) -> list[tuple[np.ndarray, float]]:
+    """Lesion centres in typical metastatic sites (vertebral bodies, pelvis, ribs, proximal femur)."""
+    S, hw = skel["scale"], skel["head_offset"]
+    out = []
+    for _ in range(n):
+        site = rng.choice(["spine", "pelvis", "rib", "femur"], p=[0.45, 0.3, 0.15, 0.1])
+        s = rng.choice([-1, 1])
+        if site == "spine":
+            z, y, x = skel["sacrum_top"] + rng.uniform(10, 330) * S, 32 * S, rng.normal(0, 8)
+        elif site == "pelvis":
+            z, y, x = rng.uniform(10, 110) * S, rng.uniform(-10, 60) * S, s * rng.uniform(50, 110) * S
+        elif site == "rib":
+            z, y, x = skel["sacrum_top"] + rng.uniform(200, 330) * S, rng.uniform(-60, 40) * S, s * skel["thorax"][1] * 0.85
+        else:
+            z, y, x = rng.uniform(-60, 0) * S, 8 * S, s * (hw + 40 * S)
+        out.append((np.array([z, y, x]), _u(rng, ACTIVITY["lesion_radius_mm"])))
+    return out
+
+
+def simulate_case(size: str, seed: int, subset: str, index: int):
+    """One simulated case: ``(image float32 counts (z, y, x), label uint8, Geometry, info dict)``."""
+    spec = SIZE_SPECS[size]
+    ra = np.random.default_rng([seed, _SUBSETS[subset], index, 0])
+    ri = np.random.default_rng([seed, _SUBSETS[subset], index, 1])
+    skel = sample_skeleton(ra, ribs=True)
+    body = sample_body(ra, skel)
+    S = skel["scale"]
+    grid = _grid(ra, skel, body, spec["voxel"])
+    skel["fov_z_min"] = grid.origin[0]
+    w = spec["voxel"]
+    z, y, x = grid.coords()
+    lo = grid.origin
+    hi = tuple(o + sp * n for o, sp, n in zip(grid.origin, grid.spacing, grid.shape))
+
+    # soft tissue
+    act = np.zeros(grid.shape, np.float32)
+    soft = _u(ra, ACTIVITY["soft_tissue"])
+    b_sdf = body_sdf(z, y, x, skel, body)
+    paint(act, occupancy(b_sdf, w), soft * ACTIVITY["fat_factor"])
+    paint(act, occupancy(b_sdf + body["fat"], w), soft)
+    organs = {k: SdfCanvas(grid) for k in ("lung", "kidney", "bladder")}
+    ry, rx = skel["thorax"]
+    top = skel["sacrum_top"]
+    for s in (-1, 1):
+        cl, rl = (top + 330 * S, -10 * S, s * 0.5 * rx), (90 * S, 0.7 * ry, 0.38 * rx)
+        organs["lung"].add(lambda z, y, x, c=cl, r=rl: ellipsoid(z, y, x, c, r), np.subtract(cl, rl), np.add(cl, rl))
+        ck, rk = (top + ra.uniform(120, 170) * S, 45 * S, s * 55 * S), (55 * S, 25 * S, 30 * S)
+        organs["kidney"].add(lambda z, y, x, c=ck, r=rk: ellipsoid(z, y, x, c, r), np.subtract(ck, rk), np.add(ck, rk))
+    bl = (ra.uniform(20, 40) * S, ra.uniform(20, 40) * S, ra.uniform(30, 50) * S)
+    cb = (-10 * S + 0.5 * bl[0], -32 * S, 0.0)
+    organs["bladder"].add(lambda z, y, x: ellipsoid(z, y, x, cb, bl), np.subtract(cb, bl), np.add(cb, bl))
+    paint(act, occupancy(organs["lung"].sdf, w), _u(ra, ACTIVITY["lung"]))
+    paint(act, occupancy(organs["kidney"].sdf, w), _u(ra, ACTIVITY["kidney"]))
+    bladder = _u(ra, ACTIVITY["bladder"])
+    paint(act, occupancy(organs["bladder"].sdf, w), bladder)
+
+    # bone: uptake per bone group with smooth variation, lesions and joint hot spots inside bone
+    bones = render_skeleton(grid, skel)
+    field = value_noise(ra, lo, hi, 25.0)(z, y, x)
+    var = 1 + ACTIVITY["bone_variation_sd"] * field
+    bone_occ = np.zeros(grid.shape, np.float32)
+    for name, bone in bones.items():
+        occ = occupancy(bone.outer, w)
+        paint(act, occ, _u(ra, ACTIVITY["bone"][name]) * var)
+        np.maximum(bone_occ, occ, out=bone_occ)
+    n_les = int(ra.poisson(ACTIVITY["lesions_per_case"]))
+    sites = _lesion_sites(ra, skel, n_les)
+    hw = skel["head_offset"]
+    joints = [(np.array([60 * S, 50 * S, s * 48 * S]), 12.0) for s in (-1, 1)]  # sacro-iliac joints
+    joints += [(np.array([10 * S, 0.0, s * (hw - 5 * S)]), 12.0) for s in (-1, 1)]  # hip joints
+    spots = [joints[i] for i in ra.choice(len(joints), size=int(ra.integers(*ACTIVITY["joint_spots"], endpoint=True)), replace=False)]
+    gains = [_u(ra, ACTIVITY["lesion"]) for _ in sites] + [float(ra.uniform(1.3, 2.0)) for _ in spots]
+    if sites or spots:
+        # one gain per voxel: the nearest hot spot's, applied only inside bone
+        gain_map = np.ones(grid.shape, np.float32)
+        for (c, r), g in zip(sites + spots, gains):
+            one = SdfCanvas(grid)
+            one.add(lambda z, y, x, c=c, r=r: sphere(z, y, x, c, r), c - r, c + r)
+            gain_map = np.maximum(gain_map, 1 + (g - 1) * occupancy(one.sdf, w))
+        act *= 1 + (gain_map - 1) * bone_occ
+
+    # imaging: PSF, counts, Poisson noise, post-filter
+    fwhm = _u(ri, IMAGING["psf_fwhm_mm"])
+    expected = gaussian_filter(act, fwhm / 2.355 / w, mode="constant")
+    bone_level = float(np.mean(expected[bone_occ >= 0.5])) if (bone_occ >= 0.5).any() else float(expected.max())
+    counts = _u(ri, IMAGING["bone_counts"])
+    lam = np.maximum(expected, 0) * (counts / max(bone_level, 1e-6))
+    rng_n = np.random.default_rng([seed, _SUBSETS[subset], index, 2])
+    image = rng_n.poisson(lam).astype(np.float32)
+    pf = _u(ri, IMAGING["postfilter_sd_voxels"])
+    # quantised to 1/8 count (far below the Poisson noise) so that the files compress ~3x
+    image = (np.rint(gaussian_filter(image, pf) * 8) / 8).astype(np.float32)
+    label = (bone_occ >= 0.5).astype(np.uint8)
+    geometry = Geometry(grid.spacing, origin=(grid.origin[2], grid.origin[1], grid.origin[0]))
+    info = {"voxel_mm": w, "shape": list(grid.shape), "psf_fwhm_mm": round(fwhm, 2), "bone_counts": round(counts, 1),
+            "total_counts": int(lam.sum()), "lesions": n_les, "joint_spots": len(spots),
+            "bladder_to_bone": round(bladder, 2), "soft_to_bone": round(soft, 3)}
+    return image, label, geometry, info
+
+
+@register_generator("spect_bone", description="3D bone SPECT (counts), label: bone",
+                    version=VERSION, dims=3, modality="SPECT")
+def generate_spect_bone(out_dir: Path, size: str, seed: int) -> None:
+    """Write the ``spect_bone`` raw dataset (train + fixed test set + unlabelled images) into ``out_dir``."""
+    spec = SIZE_SPECS[size]
+    writer = RawDatasetWriter(out_dir, CHANNELS, LABELS, ".nii.gz", overwrite=True)
+    cases = {}
+    try:
+        for subset, n, tag in (("train", spec["n_train"], "tr"), ("test", spec["n_test"], "ts"),
+                               ("unlabelled", spec["n_unlabelled"], "ul")):
+            for i in range(n):
+                image, label, geo, info = simulate_case(size, seed, subset, i)
+                cid = f"spect_bone_{tag}{i:03d}"
+                writer.add_case(cid, image[None], geo, label=None if subset == "unlabelled" else label, subset=subset)
+                cases[cid] = info
+        writer.finalize(extra={
+            "name": Path(out_dir).name,
+            "description": "Simulated Tc-99m bone SPECT (counts per voxel); label = bone. See datasets/spect_bone.md.",
+            "reference": "medseg_bench spect_bone simulator; task after Chen & Frey, MIDL 2020 (arXiv:2001.10155)",
+            "licence": "CC0-1.0 (simulated data)",
+            "generator": {"name": "spect_bone", "version": VERSION, "size": size, "seed": seed,
+                          "parameters": {"size": spec, "activity": ACTIVITY, "imaging": IMAGING},
+                          "cases": cases},
+        })
+    except BaseException:
+        writer.abort()
+        raise
