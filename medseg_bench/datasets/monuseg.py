@@ -1,0 +1,257 @@
+"""``monuseg`` converter: MoNuSeg 2018 (official layout) -> raw 2D RGB instance dataset.
+
+MoNuSeg (Kumar et al., "A dataset and a technique for generalized nuclear segmentation for
+computational pathology", IEEE TMI 2017; MICCAI 2018 challenge) holds 1000x1000 H&E tiles at 40x from
+TCGA with one Aperio ImageScope XML per tile, one ``<Region>`` polygon (``<Vertex X= Y=>``) per nucleus.
+Licence CC BY-NC-SA 4.0. Expected input (the official download's layout, either spelling)::
+
+    SRC/MoNuSegTrainingData/Tissue_Images/*.tif      (or "MoNuSeg 2018 Training Data/Tissue Images")
+    SRC/MoNuSegTrainingData/Annotations/*.xml
+    SRC/MoNuSegTestData/*.tif + *.xml
+
+Output: training tiles with an XML -> ``imagesTr`` + ``labelsTr`` + ``instancesTr``; training tiles
+without one -> ``imagesUnlabelled`` (any ``Binary_masks`` are not used); test tiles -> ``imagesTs`` +
+``labelsTs`` + ``instancesTs``. Images are written as lossless RGB PNG; spacing (mm) is the XML's
+``MicronsPerPixel`` (median over the tiles; 0.25 um if absent).
+
+Rasterisation rule: each region is filled with :func:`skimage.draw.polygon` (a pixel belongs to a
+polygon when its centre lies inside), regions in XML order, **a later region wins** where polygons
+overlap. Documented drops, recorded per tile in dataset.json (``conversion.tiles``): regions with fewer
+than 3 distinct vertices, regions that cover no pixel centre, and regions fully covered by later ones.
+A partly covered region keeps its remaining pixels (possibly in several pieces) as one instance.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from ..io import DatasetError, Geometry, RawDatasetWriter, read_image
+from ..io.image import ImageReadError
+from . import register_converter
+
+__all__ = ["VERSION", "find_layout", "parse_aperio_xml", "rasterise_regions", "convert_monuseg"]
+
+VERSION = "1.0"
+_TRAIN_ROOTS = ("MoNuSegTrainingData", "MoNuSeg 2018 Training Data", "MoNuSeg_2018_Training_Data")
+_IMAGE_DIRS = ("Tissue_Images", "Tissue Images")
+_TEST_ROOTS = ("MoNuSegTestData", "MoNuSeg 2018 Test Data", "MoNuSeg_2018_Test_Data")
+_TIF = (".tif", ".tiff")
+
+
+def _first_dir(base: Path, names: tuple[str, ...]) -> Path | None:
+    return next((base / n for n in names if (base / n).is_dir()), None)
+
+
+def _tifs(folder: Path) -> dict[str, Path]:
+    return {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in _TIF and not f.name.startswith(".")}
+
+
+def find_layout(src: Path) -> dict:
+    """Locate the MoNuSeg folders and pair tiles with annotations.
+
+    Returns ``{"train": {id: (tif, xml)}, "unlabelled": {id: tif}, "test": {id: (tif, xml)}}``.
+
+    Raises:
+        DatasetError: a folder is missing, a test tile has no XML, an XML has no tile, or a subset is
+            empty; the message names the path.
+    """
+    src = Path(src)
+    train_root = _first_dir(src, _TRAIN_ROOTS)
+    if train_root is None:
+        raise DatasetError(f"{src / _TRAIN_ROOTS[0]}: MoNuSeg training folder not found (expected one of {', '.join(_TRAIN_ROOTS)})")
+    image_dir = _first_dir(train_root, _IMAGE_DIRS)
+    if image_dir is None:
+        raise DatasetError(f"{train_root / _IMAGE_DIRS[0]}: training tile folder not found")
+    ann_dir = train_root / "Annotations"
+    if not ann_dir.is_dir():
+        raise DatasetError(f"{ann_dir}: training annotation folder not found")
+    test_root = _first_dir(src, _TEST_ROOTS)
+    if test_root is None:
+        raise DatasetError(f"{src / _TEST_ROOTS[0]}: MoNuSeg test folder not found (expected one of {', '.join(_TEST_ROOTS)})")
+    tiles = _tifs(image_dir)
+    if not tiles:
+        raise DatasetError(f"{image_dir}: no .tif training tiles")
+    xmls = {f.stem: f for f in sorted(ann_dir.glob("*.xml"))}
+    orphan = sorted(set(xmls) - set(tiles))
+    if orphan:
+        raise DatasetError(f"{xmls[orphan[0]]}: annotation without a tile (no {image_dir / (orphan[0] + '.tif')})")
+    test_tiles = _tifs(test_root)
+    test_xmls = {f.stem: f for f in sorted(test_root.glob("*.xml"))}
+    if not test_tiles:
+        raise DatasetError(f"{test_root}: no .tif test tiles")
+    for stem in sorted(test_tiles):
+        if stem not in test_xmls:
+            raise DatasetError(f"{test_root / (stem + '.xml')}: annotation of test tile {test_tiles[stem].name} is missing")
+    orphan = sorted(set(test_xmls) - set(test_tiles))
+    if orphan:
+        raise DatasetError(f"{test_xmls[orphan[0]]}: annotation without a test tile")
+    if not xmls:
+        raise DatasetError(f"{ann_dir}: no .xml annotations, so no labelled training tile")
+    return {
+        "train": {s: (tiles[s], xmls[s]) for s in sorted(xmls)},
+        "unlabelled": {s: tiles[s] for s in sorted(set(tiles) - set(xmls))},
+        "test": {s: (test_tiles[s], test_xmls[s]) for s in sorted(test_tiles)},
+    }
+
+
+def parse_aperio_xml(path: Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
+    """Polygons of an Aperio ImageScope XML.
+
+    Returns:
+        ``([(region_id, vertices (k, 2) float as (x, y) px), ...] in file order, microns_per_pixel or None)``.
+
+    Raises:
+        DatasetError: the file is not well-formed XML, a vertex lacks a numeric X/Y, or there is no
+            ``<Region>`` at all (the message names the file).
+    """
+    regions: list[tuple[str, np.ndarray]] = []
+    root = None
+    try:
+        for _, el in ET.iterparse(path, events=("end",)):
+            if el.tag == "Region":  # vertices read in bulk, then the subtree is freed
+                xy = [(v.get("X"), v.get("Y")) for v in el.iter("Vertex")]
+                verts = np.array(xy, dtype=np.float64).reshape(-1, 2)
+                if not np.isfinite(verts).all():  # a missing attribute parses as NaN
+                    raise ValueError(f"region {el.get('Id', len(regions) + 1)} has a vertex without X or Y")
+                regions.append((el.get("Id", str(len(regions) + 1)), verts))
+                el.clear()
+            root = el
+    except ET.ParseError as exc:
+        raise DatasetError(f"{path}: malformed XML ({exc})") from exc
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: a <Vertex> lacks numeric X/Y attributes ({exc})") from exc
+    mpp = root.get("MicronsPerPixel") if root is not None and root.tag == "Annotations" else None
+    try:
+        mpp = float(mpp) if mpp else None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: MicronsPerPixel {mpp!r} is not a number") from exc
+    if not regions:
+        raise DatasetError(f"{path}: no <Region> polygons found (not an Aperio ImageScope annotation?)")
+    return regions, mpp
+
+
+def rasterise_regions(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """Instance map of polygons, later region wins; see the module docstring for the drop rules.
+
+    Args:
+        regions: ``[(region_id, (k, 2) vertices as (x, y) px)]`` in drawing order.
+        shape: ``(height, width)`` px; polygons are clipped to it.
+
+    Returns:
+        ``(instances uint16 (h, w) numbered 1..N in drawing order, report)`` with the report holding
+        ``xml_regions``, ``instances`` and ``dropped`` = ``[{"region": id, "reason": ...}]``.
+    """
+    from skimage.draw import polygon
+
+    inst = np.zeros(shape, np.int32)
+    dropped = []
+    drawn: list[str] = []
+    for region_id, v in regions:
+        if len(v) < 3 or np.unique(v[:, 0] + 1j * v[:, 1]).size < 3:
+            dropped.append({"region": region_id, "reason": "fewer than 3 distinct vertices"})
+            continue
+        rr, cc = polygon(v[:, 1], v[:, 0], shape)
+        if rr.size == 0:
+            dropped.append({"region": region_id, "reason": "covers no pixel centre (degenerate or outside the tile)"})
+            continue
+        drawn.append(region_id)
+        inst[rr, cc] = len(drawn)
+    present = np.zeros(len(drawn) + 1, bool)
+    present[np.unique(inst)] = True
+    present[0] = True  # background keeps value 0 even when no pixel is background
+    for k, region_id in enumerate(drawn, start=1):
+        if not present[k]:
+            dropped.append({"region": region_id, "reason": "fully covered by later regions"})
+    lut = np.zeros(len(drawn) + 1, np.int64)
+    lut[present] = np.arange(int(present.sum()))  # background (index 0) stays 0
+    n = int(present[1:].sum())
+    if n > np.iinfo(np.uint16).max:
+        raise ValueError(f"{n} instances do not fit a uint16 instance map")
+    return lut[inst].astype(np.uint16), {"xml_regions": len(regions), "instances": n, "dropped": dropped}
+
+
+def _read_tile(path: Path) -> np.ndarray:
+    try:
+        array, _ = read_image(path)
+    except ImageReadError as exc:
+        raise DatasetError(str(exc)) from exc
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise DatasetError(f"{path}: expected an RGB tile (y, x, 3), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        raise DatasetError(f"{path}: expected 8-bit RGB, got {array.dtype}")
+    return array
+
+
+def _microns_per_pixel(path: Path) -> float | None:
+    """``MicronsPerPixel`` of an Aperio XML's root, reading only its first tag."""
+    try:
+        for _, el in ET.iterparse(path, events=("start",)):
+            value = el.get("MicronsPerPixel")
+            return float(value) if value else None
+    except (ET.ParseError, ValueError):
+        return None  # parse_aperio_xml reports malformed files with the reason
+    return None
+
+
+def _labelled_tile(job: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Worker: read a tile and rasterise its XML -> (image (y, x, 3), instances, report)."""
+    tif, xml = job
+    regions, mpp = parse_aperio_xml(xml)
+    image = _read_tile(tif)
+    inst, report = rasterise_regions(regions, image.shape[:2])
+    return image, inst, {"microns_per_pixel": mpp, **report}
+
+
+@register_converter("monuseg", description="MoNuSeg 2018 H&E nuclei (Aperio XML polygons) -> RGB instance dataset",
+                    version=VERSION, default_name="monuseg")
+def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None) -> None:
+    """Convert a MoNuSeg 2018 download at ``src`` into a raw dataset at ``out_dir`` (atomic).
+
+    ``num_workers`` processes (default: one per core) parse and rasterise the annotated tiles.
+    Raises :class:`DatasetError` naming the missing or malformed file before anything is moved into place.
+    """
+    layout = find_layout(Path(src))
+    mpps = [m for _, xml in (*layout["train"].values(), *layout["test"].values()) if (m := _microns_per_pixel(xml))]
+    mpp = float(np.median(mpps)) if mpps else 0.25
+    writer = RawDatasetWriter(out_dir, {"0": "R", "1": "G", "2": "B"}, {"background": 0, "nucleus": 1}, ".png",
+                              instance_labels=True, spacing=(mpp / 1000.0, mpp / 1000.0), overwrite=True)
+    geometry = Geometry.identity(2)  # spacing comes from dataset.json
+    tiles = {}
+    jobs = [(subset, case_id, files) for subset in ("train", "test") for case_id, files in layout[subset].items()]
+    workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs)))
+    try:
+        # tiles are parsed and rasterised in worker processes while this one writes PNGs
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            results = (pool.map if pool else map)(_labelled_tile, [files for _, _, files in jobs])
+            for (subset, case_id, _), (image, inst, report) in zip(jobs, results):
+                writer.add_case(case_id, np.moveaxis(image, -1, 0), geometry, label=(inst > 0).astype(np.uint8),
+                                subset=subset, instances=inst)
+                tiles[case_id] = {"subset": subset, **report}
+        for case_id, tif in layout["unlabelled"].items():
+            writer.add_case(case_id, np.moveaxis(_read_tile(tif), -1, 0), geometry, subset="unlabelled")
+        xml_total = sum(t["xml_regions"] for t in tiles.values())
+        inst_total = sum(t["instances"] for t in tiles.values())
+        writer.finalize(extra={
+            "name": Path(out_dir).name,
+            "description": "MoNuSeg 2018: H&E tiles (40x, TCGA, 7 organs) with nucleus polygons",
+            "reference": "Kumar et al., IEEE TMI 36(7):1550-1560, 2017, doi:10.1109/TMI.2017.2677499",
+            "licence": "CC BY-NC-SA 4.0",
+            "spacing_unit": "mm",
+            "converter": {"name": "monuseg", "version": VERSION, "source": str(Path(src).resolve())},
+            "conversion": {
+                "rasterisation": "skimage.draw.polygon (pixel centres inside), XML order, later region wins",
+                "labelled_train_tiles": len(layout["train"]), "test_tiles": len(layout["test"]),
+                "unlabelled_tiles": len(layout["unlabelled"]),
+                "xml_regions": xml_total, "instances": inst_total,
+                "tiles": tiles,
+            },
+        })
+    except BaseException:
+        writer.abort()
+        raise
