@@ -51,7 +51,12 @@ class ConverterSpec:
     fn: Callable[[Path, Path], None]
     description: str
     version: str
-    default_name: str
+    default_name: str | Callable[[Path], str]
+
+    def dataset_name(self, src: Path) -> str:
+        """Default dataset (folder) name for a conversion of ``src``: a fixed name, or one derived
+        from the source (e.g. the nnU-Net importer keeps the source folder's name)."""
+        return self.default_name(Path(src)) if callable(self.default_name) else self.default_name
 
 
 _GENERATORS: dict[str, GeneratorSpec] = {}
@@ -71,8 +76,10 @@ def register_generator(name: str, *, description: str, version: str, dims: int, 
     return deco
 
 
-def register_converter(name: str, *, description: str, version: str, default_name: str | None = None):
-    """Decorator registering a converter for public data under ``name`` (e.g. ``"monuseg"``)."""
+def register_converter(name: str, *, description: str, version: str,
+                       default_name: str | Callable[[Path], str] | None = None):
+    """Decorator registering a converter for public data under ``name`` (e.g. ``"monuseg"``);
+    ``default_name`` is the output folder name, or a function of the source folder giving it."""
 
     def deco(fn):
         if name in _CONVERTERS and _CONVERTERS[name].fn is not fn:

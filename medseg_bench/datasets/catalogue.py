@@ -67,7 +67,7 @@ def convert_command(name: str, src: str, workdir: Path, out: str | None = None, 
     wd = Workdir(Path(workdir))
     try:
         spec = get_converter(name)
-        target = Path(out) if out else wd.raw_dataset(spec.default_name)
+        target = Path(out) if out else wd.raw_dataset(spec.dataset_name(Path(src)))
         convert(name, Path(src), target, overwrite=overwrite)
     except (KeyError, FileNotFoundError, FileExistsError, DatasetError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
