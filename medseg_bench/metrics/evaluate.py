@@ -11,7 +11,7 @@ nnU-Net's ``summary.json``:
   inf/NaN are stored as the strings ``"inf"``/``"nan"`` (see ``_aggregate``); read a record back
   with :func:`load_summary`.
 * ``per_case.csv``: one row per (case, class) (+ one ``instances`` row per case with instance maps).
-* ``summary.csv``: one row per (class, metric): ``mean, n, n_inf, n_nan``.
+* ``summary.csv``: one row per (class, metric): ``mean, n`` (cases in the mean), ``n_inf, n_nan``.
 
 Means follow ``METRICS.md``: an inf (exactly one mask empty) counts as the case's image diagonal
 (spacing units) and as a failure; a NaN (both empty) is left out and counted. Files are written
@@ -433,18 +433,20 @@ def write_summary(summary: dict, out_dir) -> None:
     if has_inst:
         cols += [*INSTANCE_METRICS, "tp", "fp", "fn"]
     _atomic_write(out / "per_case.csv", _csv_text(rows, cols))
+    n_cases = summary["n_cases"]
     srows = [
         {
             "class": name,
             "metric": m,
             "mean": v,
+            "n": n_cases - summary["n_failures"][name][m]["nan"],
             "n_inf": summary["n_failures"][name][m]["inf"],
             "n_nan": summary["n_failures"][name][m]["nan"],
         }
         for name, ms in summary["mean"].items()
         for m, v in ms.items()
     ]
-    _atomic_write(out / "summary.csv", _csv_text(srows, ["class", "metric", "mean", "n_inf", "n_nan"]))
+    _atomic_write(out / "summary.csv", _csv_text(srows, ["class", "metric", "mean", "n", "n_inf", "n_nan"]))
 
 
 def load_summary(path) -> dict:
