@@ -124,7 +124,8 @@ def load_case(case_dir: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
             raise DatasetError(f"{path}: mask shape {mask.shape} differs from the CT's {ct.shape} ({ct_path.name})")
         diffs = geo.differences(mgeo, rtol=_GEOMETRY_TOL, atol=_GEOMETRY_TOL)
         if diffs:
-            raise DatasetError(f"{path}: mask geometry differs from the CT's ({'; '.join(diffs)})")
+            text = "; ".join(f"{name} {mine} vs CT {theirs}" for name, theirs, mine in diffs)
+            raise DatasetError(f"{path}: mask geometry differs from the CT's ({text})")
         values = np.unique(mask)
         if not set(values.tolist()) <= {0, 1, 255}:
             raise DatasetError(f"{path}: mask is not binary (values {values[:8].tolist()}...)")
