@@ -59,7 +59,7 @@ def _stains(rng):
         w = np.clip(v + rng.normal(0, 0.05, 3), 0.01, None)
         return w / np.linalg.norm(w)
 
-    return jitter(HAEMATOXYLIN), jitter(EOSIN), rng.uniform(0.7, 1.3), rng.uniform(0.4, 1.2)
+    return jitter(HAEMATOXYLIN), jitter(EOSIN), rng.uniform(0.7, 1.3), rng.uniform(0.6, 1.3)
 
 
 def _nucleus(rng, kind, px_um, fibre_angle):
@@ -204,8 +204,8 @@ def simulate_he_tile(rng: np.random.Generator, n: int, px_um: float) -> tuple[np
 
     fibres = anisotropic_noise(rng, shape, 4.0 / px_um, 0.6 / px_um, fibre_angle)
     fibres = warp_field(rng, fibres, 3.0 / px_um, 8.0 / px_um)
-    stroma_e = rng.uniform(0.2, 0.55) * (1.0 + 0.35 * np.clip(fibres, -1.5, 2.5)) * (1 + 0.15 * smooth_noise(rng, shape, 5 / px_um))
-    cyto_e = rng.uniform(0.3, 0.8) * (1.0 + 0.15 * smooth_noise(rng, shape, 1.0 / px_um))
+    stroma_e = rng.uniform(0.12, 0.4) * (1.0 + 0.4 * np.clip(fibres, -1.5, 2.5)) * (1 + 0.15 * smooth_noise(rng, shape, 5 / px_um))
+    cyto_e = rng.uniform(0.2, 0.55) * (1.0 + 0.15 * smooth_noise(rng, shape, 1.0 / px_um))
     eosin = e_scale * np.clip((1 - epi_soft) * stroma_e + epi_soft * cyto_e, 0.0, None) * (1.0 - lumen_soft)
     h_bg = h_scale * (rng.uniform(0.03, 0.12) + rng.uniform(0.1, 0.45) * epi_soft) * (1.0 - lumen_soft)
 
