@@ -15,7 +15,7 @@ without one -> ``imagesUnlabelled`` (any ``Binary_masks`` are not used); test ti
 ``MicronsPerPixel`` (median over the tiles; 0.25 um if absent).
 
 Rasterisation rule: each region is filled with :func:`skimage.draw.polygon` (a pixel belongs to a
-polygon when its centre lies inside), regions in XML order, **a later region wins** where polygons
+polygon when its centre lies inside it or on its outline), regions in XML order, **a later region wins** where polygons
 overlap. Documented drops, recorded per tile in dataset.json (``conversion.tiles``): regions with fewer
 than 3 distinct vertices, regions that cover no pixel centre, and regions fully covered by later ones.
 A partly covered region keeps its remaining pixels (possibly in several pieces) as one instance.
@@ -153,6 +153,7 @@ def rasterise_regions(regions: list[tuple[str, np.ndarray]], shape: tuple[int, i
     dropped = []
     drawn: list[str] = []
     for region_id, v in regions:
+        v = np.asarray(v, np.float64).reshape(-1, 2)
         if len(v) < 3 or np.unique(v[:, 0] + 1j * v[:, 1]).size < 3:
             dropped.append({"region": region_id, "reason": "fewer than 3 distinct vertices"})
             continue
@@ -245,7 +246,7 @@ def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None) ->
             "spacing_unit": "mm",
             "converter": {"name": "monuseg", "version": VERSION, "source": str(Path(src).resolve())},
             "conversion": {
-                "rasterisation": "skimage.draw.polygon (pixel centres inside), XML order, later region wins",
+                "rasterisation": "skimage.draw.polygon (pixel centres inside or on the outline), XML order, later region wins",
                 "labelled_train_tiles": len(layout["train"]), "test_tiles": len(layout["test"]),
                 "unlabelled_tiles": len(layout["unlabelled"]),
                 "xml_regions": xml_total, "instances": inst_total,
