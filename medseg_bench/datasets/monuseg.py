@@ -37,7 +37,7 @@ from . import register_converter
 
 __all__ = ["VERSION", "find_layout", "parse_aperio_xml", "rasterise_regions", "convert_monuseg"]
 
-VERSION = "1.0"
+VERSION = "1.0.0"
 _TRAIN_ROOTS = ("MoNuSegTrainingData", "MoNuSeg 2018 Training Data", "MoNuSeg_2018_Training_Data")
 _IMAGE_DIRS = ("Tissue_Images", "Tissue Images")
 _TEST_ROOTS = ("MoNuSegTestData", "MoNuSeg 2018 Test Data", "MoNuSeg_2018_Test_Data")

@@ -25,7 +25,7 @@ from . import register_converter
 
 __all__ = ["FOLDERS", "VERSION", "import_nnunet"]
 
-VERSION = "1.0"
+VERSION = "1.0.0"
 #: folders copied from the source (nnU-Net's own plus medseg_bench's extensions); others are ignored
 FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "imagesUnlabelled", "instancesTr", "instancesTs")
 _MAX_LISTED = 10

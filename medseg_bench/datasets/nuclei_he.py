@@ -38,7 +38,7 @@ from ._texture2d import anisotropic_noise, size_row, smooth_noise, star_polygon_
 
 __all__ = ["HAEMATOXYLIN", "EOSIN", "SIZES", "VERSION", "generate_nuclei_he", "simulate_he_tile"]
 
-VERSION = "1.0"
+VERSION = "1.0.0"
 #: unit OD vectors (R, G, B) of haematoxylin and eosin (Ruifrok & Johnston 2001)
 HAEMATOXYLIN = np.array([0.650, 0.704, 0.286])
 EOSIN = np.array([0.072, 0.990, 0.105])

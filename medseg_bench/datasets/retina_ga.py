@@ -35,7 +35,7 @@ from ._texture2d import fractal_noise, polar_grid, size_row, smooth_noise, soft_
 
 __all__ = ["FIELD_WIDTH_MM", "SIZES", "VERSION", "generate_retina_ga", "simulate_faf"]
 
-VERSION = "1.0"
+VERSION = "1.0.0"
 #: width of the simulated field of view (30-degree FAF frame), mm
 FIELD_WIDTH_MM = 8.8
 #: size -> (image side px, n_train, n_test, n_unlabelled)
@@ -85,8 +85,9 @@ def _vessel_polylines(rng, n, fovea, disc):
                     return 0.5 * np.sin(away - h)
                 return 0.0
 
-            steps = int(n * rng.uniform(0.12, 0.3) / 1.0)
-            bpts = _walk(rng, pts[i], heading, steps, 1.0, 0.06, steer)
+            # 256 steps span the image at any resolution, so the tortuosity does not depend on n
+            steps = int(256 * rng.uniform(0.12, 0.3))
+            bpts = _walk(rng, pts[i], heading, steps, n / 256, 0.06, steer)
             if inward:
                 keep = np.hypot(bpts[:, 0] - fy, bpts[:, 1] - fx) > fav
                 stop = int(np.argmin(keep)) if not keep.all() else keep.size
@@ -95,7 +96,7 @@ def _vessel_polylines(rng, n, fovea, disc):
             lines.append((bpts, bw))
     for _ in range(rng.integers(2, 4)):  # nasal vessels leaving the disc away from the macula
         heading = phi_d + rng.normal(0, 0.9)
-        bpts = _walk(rng, disc, heading, int(n * 0.3), 1.0, 0.05)
+        bpts = _walk(rng, disc, heading, int(256 * 0.3), n / 256, 0.05)
         lines.append((bpts, n * rng.uniform(0.004, 0.007) * np.linspace(1.0, 0.6, len(bpts))))
     return lines
 
