@@ -141,9 +141,10 @@ def _ga_mask(rng, n, fovea):
         env = np.maximum(env, np.exp(-((d / (n * rng.uniform(0.01, 0.028))) ** 2)))
     rough = fractal_noise(rng, shape, 0.05 * n, octaves=4)
     mask = env * (1.0 + rng.uniform(0.25, 0.45) * rough) > 0.5
-    if rng.random() < 0.35:  # foveal sparing
+    if rng.random() < 0.35:  # foveal sparing (never so much that no lesion is left)
         d, _ = polar_grid(shape, fovea)
-        mask &= d > n * rng.uniform(0.025, 0.05)
+        spared = mask & (d > n * rng.uniform(0.025, 0.05))
+        mask = spared if spared.any() else mask
     return mask
 
 
