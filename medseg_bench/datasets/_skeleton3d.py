@@ -78,16 +78,16 @@ def _hip_side(c: SdfCanvas, p: dict, s: int) -> None:
     """One os coxae (side s = +1 left, -1 right): acetabular mass, ilium wing, pubis, ischium."""
     S, hw, R = p["scale"], p["head_offset"], p["head_radius"]
     # acetabular mass: covers the head medially and superiorly (the head is subtracted later)
-    ca = (14 * S, 2 * S, s * (hw - 12 * S))
-    ra = (R + 16 * S, R + 14 * S, R + 6 * S)
+    ca = (10 * S, 2 * S, s * (hw - 12 * S))
+    ra = (R + 10 * S, R + 14 * S, R + 6 * S)
     c.add(lambda z, y, x: ellipsoid(z, y, x, ca, ra), np.subtract(ca, ra), np.add(ca, ra))
     # ilium wing: an elliptic arc per height, flaring from the acetabulum to the crest
     zb, zc, t0, fl = 22 * S, p["crest_z"], p["wing_thickness"], p["wing_flare"]
 
     def wing(z, y, x):
         h = np.clip((z - zb) / (zc - zb), 0.0, 1.0)
-        hp = h ** 0.6
-        rx, ry = (60 + 45 * fl * hp) * S, (50 + 35 * hp) * S
+        hp = h ** 1.2
+        rx, ry = (50 + 55 * fl * hp) * S, (45 + 40 * hp) * S
         phi0, phi1 = -0.35 - 0.26 * h, 1.05 + 0.43 * h
         d, phi = elliptic_arc_distance(y, s * x, -5 * S, 30 * S, ry, rx, phi0, phi1)
         ph = np.clip(phi, phi0, phi1)

@@ -46,8 +46,8 @@ SIZE_SPECS = {
              "thick": (3.1, 3.5), "p_thick": 0.6, "max_matrix": 48},
     "small": {"n_train": 20, "n_test": 10, "n_unlabelled": 8, "pixel": (3.2, 3.7), "thin": (0.9, 1.5),
               "thick": (3.2, 4.0), "p_thick": 0.6, "max_matrix": 144},
-    "full": {"n_train": 100, "n_test": 40, "n_unlabelled": 60, "pixel": (0.62, 0.9), "thin": (1.4, 2.2),
-             "thick": (3.5, 7.0), "p_thick": 0.6, "max_matrix": 640},
+    "full": {"n_train": 100, "n_test": 40, "n_unlabelled": 60, "pixel": (0.7, 0.9), "thin": (1.4, 2.2),
+             "thick": (3.5, 7.0), "p_thick": 0.6, "max_matrix": 512},
 }
 
 #: tissue HU ranges (uniform per case) and other acquisition ranges, recorded in dataset.json
