@@ -48,6 +48,8 @@ ANISO_THRESHOLD = 3.0
 MAX_DATASET_COVERAGE = 0.05
 MIN_BATCH = 2
 QUICK_3D_MIN_COVERAGE = 0.25
+#: patches never shrink below this many voxels per axis (or the median size, when smaller)
+MIN_PATCH_EDGE = 8
 
 
 @dataclass(frozen=True)
@@ -173,18 +175,21 @@ def _initial_patch(spacing, median_shape, voxels: int) -> list[int]:
     return [int(min(round(p), m)) for p, m in zip(patch, median_shape)]
 
 
-def _shrink(spacing, patch, median_shape, topo: Topology) -> Topology | None:
-    """nnU-Net's step: reduce the axis with the largest patch / median ratio by its divisor."""
+def _shrink(spacing, median_shape, topo: Topology) -> Topology | None:
+    """nnU-Net's step: reduce the axis with the largest patch / median ratio by its divisor. An axis
+    never goes below :data:`MIN_PATCH_EDGE` voxels (or its median size, if smaller); None when no
+    axis can shrink."""
     ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
-    for axis in np.argsort(ratios)[::-1]:
+    for axis in np.argsort(ratios, kind="stable")[::-1]:
+        floor = min(MIN_PATCH_EDGE, int(median_shape[axis]))
         tmp = list(topo.patch_size)
         tmp[axis] -= topo.divisor[axis]
-        if tmp[axis] < 4:
+        if tmp[axis] < floor:
             continue
         div = get_topology(spacing, tmp).divisor
         new = list(topo.patch_size)
         new[axis] -= div[axis]
-        if new[axis] < 4:
+        if new[axis] < floor:
             continue
         return get_topology(spacing, new)
     return None
@@ -207,7 +212,8 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
     cap = policy.max_filters_2d if dims == 2 else policy.max_filters_3d
     batch = policy.batch_2d if dims == 2 else policy.batch_3d
     initial_vox = policy.initial_voxels_2d if dims == 2 else policy.initial_voxels_3d
-    topo = get_topology(spacing, _initial_patch(spacing, median_shape, initial_vox))
+    start = _initial_patch(spacing, median_shape, initial_vox)
+    topo = get_topology(spacing, start)
     target_gb = memory_gb or policy.memory_target_gb
 
     def evaluate(t: Topology, b: int):
@@ -217,7 +223,7 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
         mem_cpu = estimate_memory_gb(cost, b, "cpu")
         return f, cost, step, mem_cpu
 
-    shrinks = 0
+    shrinks, fits = 0, False
     while True:
         filters, cost, step, mem_cpu = evaluate(topo, batch if policy.device == "cpu" else MIN_BATCH)
         if policy.device == "cpu":
@@ -226,7 +232,7 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
             fits = estimate_memory_gb(cost, MIN_BATCH, "gpu") <= target_gb
         if fits:
             break
-        smaller = _shrink(spacing, topo.patch_size, median_shape, topo)
+        smaller = _shrink(spacing, median_shape, topo)
         if smaller is None:
             if policy.device == "cpu" and batch > MIN_BATCH:
                 batch -= 1
@@ -255,10 +261,16 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
     limit = (f"a step of at most {policy.step_time_target_s:g} s (CPU, 1 thread)" if policy.device == "cpu"
              else f"the GPU memory target of {target_gb:g} GB")
     preferred = (policy.batch_2d if dims == 2 else policy.batch_3d) if policy.device == "cpu" else "what fits"
-    shape = "x".join(map(str, median_shape))
+    origin = ("the median shape " + "x".join(map(str, median_shape)) if list(start) == list(median_shape) else
+              "x".join(map(str, start)) + f" (the median shape clipped to {initial_vox} voxels in the spacing's aspect ratio)")
     patch_txt = "x".join(map(str, topo.patch_size))
-    how = (f"the median shape {shape} (rounded to the stride divisor) fits {limit}" if shrinks == 0
-           else f"shrunk {shrinks} time(s) from the median shape {shape}, largest patch/median axis first, to fit {limit}")
+    if not fits:
+        how = f"the smallest patch the rules allow; it does not meet {limit}"
+    elif shrinks == 0:
+        how = f"{origin}, rounded up to the stride divisor, meets {limit}"
+    else:
+        how = f"shrunk {shrinks} time(s) from {origin}, largest patch/median axis first, to meet {limit}"
+
     rationale = (f"patch {patch_txt}: {how}; batch {batch} (preferred {preferred}, at most {coverage_cap} by the "
                  f"5 % coverage cap, at least {MIN_BATCH})")
     return {

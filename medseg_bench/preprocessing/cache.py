@@ -179,7 +179,7 @@ def preprocess_dataset(raw_dir, out_dir, configs=None, num_workers: int | None =
         manifest = {
             "dataset": plans["dataset"], "data_identifier": data_id,
             "configurations": [c for c in plans["configurations"] if plans["configurations"][c]["data_identifier"] == data_id],
-            "plans_content_hash": plans.get("content_hash") or content_hash(plans),
+            "plans_content_hash": content_hash(plans),  # of the plans as they are (hand edits included)
             "cases": {c.case_id: {"subset": s, "has_label": c.label_file is not None} for c, s in cases if c.case_id not in failed},
             "failed": failed,
         }
