@@ -109,3 +109,9 @@ def test_augmentation_2d_3d_and_anisotropy():
     aniso = augmentation_params((16, 128, 128), (4.0, 0.8, 0.8))
     assert aniso["do_dummy_2d"] and aniso["spatial"]["rotation"]["y"] == [0.0, 0.0]  # in-plane rotation only
     assert aniso["initial_patch_size"][0] == 16 and aniso["low_resolution"]["ignore_axes"] == [0]
+
+
+def test_unreachable_target_stops_at_the_patch_floor_and_says_so():
+    c = derive_configuration(PRESETS["paper"], (1.0, 1.0, 1.0), (300, 300, 300), 1, 2, 1e12, FREE, memory_gb=0.5)
+    assert min(c["patch_size"]) >= 8 and c["batch_size"] == 2
+    assert "does not meet" in c["rationale"]
