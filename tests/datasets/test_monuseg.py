@@ -159,7 +159,7 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def monuseg_src():
-    from conftest import SHARED_DATA
+    from medseg_testdata import SHARED_DATA
 
     src = SHARED_DATA / "monuseg2018"
     if not src.is_dir():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_3d, make_tiny_rgb_instances
+from medseg_testdata import make_tiny_3d, make_tiny_rgb_instances
 
 from medseg_bench.cli import main
 from medseg_bench.datasets import convert, get_converter

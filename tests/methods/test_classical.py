@@ -115,7 +115,7 @@ def test_classical_refuses_multiclass(tmp_path):
 def test_classical_cell_end_to_end(method, tmp_path):
     """A real cell: plan, preprocess, predict the test set via export, evaluate, record; the
     declared rule is recorded and the final checkpoint lets a finished run be reloaded."""
-    from conftest import make_tiny_3d
+    from medseg_testdata import make_tiny_3d
 
     from medseg_bench.training import train_cell
     from medseg_bench.training.cell import ensure_prepared, load_trained
@@ -135,3 +135,15 @@ def test_classical_cell_end_to_end(method, tmp_path):
     assert method_obj.rule == "bright"
     with pytest.raises(Exception, match="label-free|budget 0"):
         train_cell(tmp_path, raw, method, 2, seed=0, preset="demo", progress=False)
+
+
+def test_robust_clip_keeps_outliers_from_claiming_a_cluster():
+    from medseg_bench.methods.classical import robust_clip
+
+    img, gt = _disc(shape=(64, 64), r=10, contrast=1.0, noise=0.05)
+    img[0, 2:5, 2:5] = 40.0  # nine "hot lesion" voxels
+    raw = phase_mask(kmeans_labels(img, k=3), img, "bright")
+    assert raw.sum() == 9  # the outliers are a cluster of their own
+    clipped = robust_clip(img)
+    assert clipped.max() < 40
+    assert _dice(phase_mask(kmeans_labels(clipped, k=3), clipped, "bright"), gt) > 0.9
