@@ -15,6 +15,11 @@ A preset is a policy (:class:`PresetPolicy`), the numbers come from the rules:
   0.05 s ``demo``; one single-threaded runner worker), with smaller networks (16 / 8 base features).
   The number of iterations fills a wall-time budget per cell (``quick``: 150 s for 2D patches, 300 s
   for 3D; ``demo``: 12 s, so the default grid of about a hundred cells fits in 15 minutes on 2 cores).
+  ``quick``'s budget is the training time of one ``medseg-bench train`` command, which uses both
+  cores of the 2-core reference machine: its steps run :data:`QUICK_TWO_THREAD_SPEEDUP` times faster
+  than the single-thread estimate, so ``iterations = budget x speed-up / step``. The speed-up is a
+  fixed, measured constant of the policy (not measured at run time), so a plan is the same on every
+  machine. A cell of a 2-worker runner (one thread each) then trains about 1.7x the budget.
 
 For every preset the batch size is then capped so that one batch covers at most 5 % of the dataset's
 voxels (median shape x number of images), with a floor of 2 that wins over the cap (nnU-Net's rule).
@@ -50,6 +55,9 @@ MIN_BATCH = 2
 QUICK_3D_MIN_COVERAGE = 0.25
 #: patches never shrink below this many voxels per axis (or the median size, when smaller)
 MIN_PATCH_EDGE = 8
+#: 1-thread / 2-thread step time of the quick 2D network (128x128, batch 7, 16-256 filters) on the
+#: 2-core reference machine: 0.38 s / 0.22 s (ARCHITECTURE.md's model; measured by ``train``)
+QUICK_TWO_THREAD_SPEEDUP = 1.7
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ class PresetPolicy:
     epochs: int | None = None
     initial_voxels_2d: int = 2048**2
     initial_voxels_3d: int = 256**3
+    #: step-time speed-up of the run the budget is meant for over the 1-thread step estimate
+    budget_speedup: float = 1.0
+    budget_threads: int = 1
 
 
 PRESETS: dict[str, PresetPolicy] = {
@@ -82,7 +93,8 @@ PRESETS: dict[str, PresetPolicy] = {
                          min_iterations=20, max_iterations=400, iterations_per_epoch=50),
     "quick": PresetPolicy("quick", "cpu", base_filters=16, max_filters_2d=256, max_filters_3d=256, batch_2d=8, batch_3d=2,
                           step_time_target_s=0.5, train_seconds_2d=150.0, train_seconds_3d=300.0,
-                          min_iterations=100, max_iterations=5000, iterations_per_epoch=50),
+                          min_iterations=100, max_iterations=5000, iterations_per_epoch=50,
+                          budget_speedup=QUICK_TWO_THREAD_SPEEDUP, budget_threads=2),
     "paper": PresetPolicy("paper", "gpu", base_filters=32, max_filters_2d=512, max_filters_3d=320, epochs=1000),
 }
 
@@ -250,9 +262,9 @@ def derive_configuration(policy: PresetPolicy, spacing, median_shape, in_channel
     if policy.device == "cpu":
         step_time, memory = step_cpu, mem_cpu
         budget = policy.train_seconds_2d if dims == 2 else policy.train_seconds_3d
-        iterations = int(min(policy.max_iterations, max(policy.min_iterations, round(budget / max(step_time, 1e-3)))))
+        iterations = int(min(policy.max_iterations, max(policy.min_iterations, round(budget * policy.budget_speedup / max(step_time, 1e-3)))))
         schedule = {"num_epochs": int(math.ceil(iterations / policy.iterations_per_epoch)),
-                    "time_budget_s": budget}
+                    "time_budget_s": budget, "time_budget_threads": policy.budget_threads}
     else:
         step_time, memory = gpu_step_time_s(cost, batch), estimate_memory_gb(cost, batch, "gpu")
         iterations = policy.iterations_per_epoch * policy.epochs
