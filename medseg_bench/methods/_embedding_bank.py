@@ -13,6 +13,11 @@ Matching a query embedding ``q`` (unit vector):
 * ``"prototype"``: cosine similarity to each class's prototype (the re-normalised mean of its
   references); the label is the most similar prototype.
 
+Which labelled voxels enter the bank: :func:`sample_per_class`, optionally with hard-example
+sampling (a share of each class's samples are the voxels the teacher gets most wrong), so that the
+references also cover the look-alikes of other classes (e.g. femur and sacrum, background that
+looks like the hip bone) and not only the easy bulk of each class.
+
 Randomness (which voxels enter the bank) uses torch's global generator (the engine's checkpoints
 capture it); :meth:`EmbeddingBank.state_dict` holds everything a resumed run needs.
 """
@@ -25,16 +30,29 @@ import torch.nn.functional as F
 __all__ = ["EmbeddingBank", "sample_per_class"]
 
 
-def sample_per_class(labels: torch.Tensor, num_classes: int, n: int) -> torch.Tensor:
-    """Indices into the flat ``labels`` (1-D long) of at most ``n`` random voxels of each class
-    present, concatenated class by class. Values outside ``[0, num_classes)`` are never chosen."""
+def sample_per_class(labels: torch.Tensor, num_classes: int, n: int, hardness: torch.Tensor | None = None,
+                     hard_fraction: float = 0.0) -> torch.Tensor:
+    """Indices into the flat ``labels`` (1-D long) of at most ``n`` voxels of each class present,
+    concatenated class by class. Values outside ``[0, num_classes)`` are never chosen.
+
+    With ``hardness`` (1-D, same length; larger = harder) and ``hard_fraction`` in (0, 1], the
+    ``round(n * hard_fraction)`` hardest voxels of each class are taken first and the rest of the
+    class's share is drawn at random from its other voxels (hard-example sampling); otherwise all are
+    drawn at random.
+    """
     out = []
+    n_hard = int(round(n * float(hard_fraction))) if hardness is not None else 0
     for c in range(num_classes):
         idx = torch.nonzero(labels == c, as_tuple=False).flatten()
         if idx.numel() == 0:
             continue
         if idx.numel() > n:
-            idx = idx[torch.randperm(idx.numel(), device=idx.device)[:n]]
+            if n_hard > 0:
+                order = torch.argsort(hardness[idx], descending=True, stable=True)
+                hard, rest = idx[order[:n_hard]], idx[order[n_hard:]]
+                idx = torch.cat([hard, rest[torch.randperm(rest.numel(), device=idx.device)[: n - n_hard]]])
+            else:
+                idx = idx[torch.randperm(idx.numel(), device=idx.device)[:n]]
         out.append(idx)
     if not out:
         return torch.zeros(0, dtype=torch.long, device=labels.device)

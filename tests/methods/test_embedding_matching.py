@@ -100,6 +100,14 @@ def test_sample_per_class_and_gather():
     got = labels[idx].tolist()
     assert got.count(0) == 2 and got.count(1) == 1 and got.count(2) == 2 and -1 not in got
     assert sample_per_class(torch.full((5,), -1), 3, 2).numel() == 0
+    # hard-example sampling: the hardest voxel of each class is always among the picks
+    hardness = torch.tensor([0.1, 0.9, 0.2, 0.0, 0.3, 0.8, 0.5, 0.05])
+    for seed in range(5):
+        torch.manual_seed(seed)
+        idx = sample_per_class(labels, 3, 2, hardness, hard_fraction=0.5).tolist()
+        assert 1 in idx and 5 in idx and 3 in idx and len(idx) == 5
+    torch.manual_seed(0)
+    assert sorted(sample_per_class(labels, 3, 2, hardness, hard_fraction=1.0).tolist()) == [1, 2, 3, 4, 5]
     t = torch.randn(2, 3, 4, 5)
     flat = t.movedim(1, -1).reshape(-1, 3)
     ix = torch.tensor([0, 7, 19, 20, 39])
@@ -146,6 +154,10 @@ def test_pseudo_labels_reliable_vs_matched(tmp_path):
         f = teacher.features(torch.randn(2, 1, 32, 32))
     n = f.shape[0] * 32 * 32
     m.hp["entropy_threshold"] = 1.0  # every voxel reliable -> teacher argmax
+    hard = m.labelled_hardness(f, torch.zeros(n, dtype=torch.long))
+    with torch.no_grad():
+        p0 = torch.softmax(teacher.unet.output_block(f), 1)[:, 0].reshape(-1)
+    assert torch.allclose(hard, 1 - p0, atol=1e-6)
     torch.manual_seed(1)
     pl, stats = m.pseudo_labels(f)
     torch.manual_seed(1)
