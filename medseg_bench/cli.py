@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"])
     p.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
+    p.add_argument("--rerun", action="store_true",
+                   help="run finished cells again from scratch (default: finished cells are kept, whatever commit made them)")
 
     p = _sub(sub, "leaderboard", "medseg_bench.leaderboard.cli:leaderboard_command", "build leaderboard tables, plots and HTML from result records")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/leaderboards)")

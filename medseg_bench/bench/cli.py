@@ -124,8 +124,12 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                   executor: str = "local", *, cell_fn: Callable | None = None, prepare_fn: Callable | None = None,
                   method_classes: dict[str, type] | None = None, workers: int | None = None,
                   leaderboard: bool = True, progress: bool = True, extra: dict | None = None,
-                  executor_options: dict | None = None, stream=None) -> tuple[RunSummary, list[Cell]]:
+                  executor_options: dict | None = None, stream=None,
+                  rerun: bool = False) -> tuple[RunSummary, list[Cell]]:
     """The API behind ``medseg-bench run`` (see module docstring). Returns the summary and the grid.
+
+    Finished cells are skipped, whatever commit produced them; ``rerun=True`` runs every cell of the
+    grid again from scratch (see :func:`medseg_bench.bench.results.reset_cell`).
 
     ``cell_fn``, ``prepare_fn`` and ``method_classes`` replace the engine, the preparation step and the
     method registry (dependency injection for tests and custom drivers).
@@ -158,6 +162,14 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     if not cells:
         raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
     update_manifest(workdir, cells)
+    if rerun:
+        from .results import reset_cell
+
+        n_reset = 0
+        for c in cells:
+            prefixes = tuple(getattr(classes.get(c.method), "shared_stages", None) or ())
+            n_reset += reset_cell(workdir, c, prefixes)
+        log(f"--rerun: {n_reset} finished cell(s) will run again (old run folders kept as *.previous)")
     estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
                  for c in cells}
     from .executors import make_executor
@@ -194,11 +206,11 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
 
 def run_command(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
                 budgets: list[str] | None = None, seeds: list[int] | None = None, preset: str | None = None,
-                executor: str = "local") -> int:
+                executor: str = "local", rerun: bool = False) -> int:
     """CLI handler: 0 when every cell is done, 1 when some failed (the leaderboard is written anyway),
     2 for a usage error (unknown dataset, method or budget)."""
     try:
-        summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor)
+        summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor, rerun=rerun)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ __all__ = [
     "load_records",
     "read_json",
     "record_path",
+    "reset_cell",
     "results_dir",
     "sync_done_record",
     "update_manifest",
@@ -153,6 +154,32 @@ def sync_done_record(workdir: Path, cell: Cell) -> dict | None:
     record = _validate(read_json(src), src)
     write_record(workdir, record)
     return record
+
+
+def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:
+    """Make a finished cell run again (``run --rerun``). Returns whether it was done.
+
+    The run folder moves to ``<run folder>.previous`` (replacing an older one), so training starts from
+    scratch; the cell's record under ``results/`` stays until the new run replaces it, so a rerun that
+    is killed loses nothing. Cached stages of the cell's method and seed whose names start with one of
+    ``stage_prefixes`` are deleted (they are recomputed by the first cell that needs them).
+    """
+    import shutil
+
+    from ..workdir import Workdir
+
+    run_dir = cell.run_dir(workdir)
+    done = cell_is_done(workdir, cell)
+    if run_dir.exists():
+        previous = run_dir.with_name(run_dir.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(run_dir, previous)
+    stages = Workdir(Path(workdir)).root / "stages" / cell.dataset / cell.preset
+    for prefix in stage_prefixes:
+        for folder in sorted(stages.glob(f"{prefix}*/seed_{cell.seed}")) if stages.is_dir() else []:
+            shutil.rmtree(folder)
+    return done
 
 
 def git_commit(repo_dir: Path | None = None) -> str | None:

@@ -262,6 +262,7 @@ class AcweFinetune(AcweConvNet):
     needs_labels = True
     uses_unlabelled = True  # in the cached pre-training stage
     budgets = "labelled"
+    shared_stages = ("acwe_pretrain",)  # the runner runs one budget first; the others reuse its stage
     class_rule = None
     hparams = {
         **AcweConvNet.hparams,

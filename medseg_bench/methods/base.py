@@ -50,6 +50,9 @@ class Method:
             ``"labelled"`` (budgets >= 1 and "all"), ``"all_only"`` (the upper bound).
         predicts_instances: ``to_instances`` returns the method's own instance maps.
         trains: False for methods without a gradient loop (classical); the engine then skips it.
+        shared_stages: names of budget-independent stages the method caches under ``ctx.stage_dir``
+            (e.g. an unsupervised pre-training). The runner then runs one budget's cell first and the
+            others after it, so no worker computes a stage twice or waits on another's lock.
         hparams: training defaults overriding the engine's (see
             :data:`medseg_bench.training.settings.ENGINE_DEFAULTS`): optimiser, lr, schedule, ...
     """
@@ -65,6 +68,7 @@ class Method:
     budgets: ClassVar[str] = "labelled"
     predicts_instances: ClassVar[bool] = False
     trains: ClassVar[bool] = True
+    shared_stages: ClassVar[tuple] = ()
     hparams: ClassVar[dict] = {}
 
     def __init__(self, **overrides):

@@ -96,3 +96,39 @@ def test_workers_pinned_to_devices(wd):
         by_pid.setdefault(pid, set()).add(line.split("device=")[1])
     assert set().union(*by_pid.values()) <= {"cuda:0", "cuda:1"}
     assert all(len(devs) == 1 for devs in by_pid.values())  # a worker keeps its device
+
+
+def test_rerun_runs_finished_cells_again_and_keeps_the_old_records_until_replaced(wd, capsys):
+    summary, cells = _run(wd, workers=0, datasets=["toy_a"], budgets=[2])
+    assert summary.ok and summary.done == len(cells)
+    n = len(_calls(wd))
+    before = {p.name: p.read_text() for p in (wd / "results").glob("*.json") if not p.name.startswith("_")}
+    # a stage cached by a method that declares it (the runner's --rerun clears it too)
+    stage = wd / "stages" / "toy_a" / "demo" / "pretrain-2d-abc" / "seed_0"
+    stage.mkdir(parents=True)
+    (stage / "weights.pt").write_text("old")
+
+    class Staged(METHODS["semi"]):
+        shared_stages = ("pretrain",)
+
+    methods = {**METHODS, "semi": Staged}
+    again, _ = _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[2], rerun=True)
+    assert again.done == len(cells) and again.skipped == 0
+    assert len(_calls(wd)) == 2 * n
+    assert not stage.exists()
+    for c in cells:  # the old run folders are kept beside the new ones
+        assert (c.run_dir(wd).with_name(c.run_dir(wd).name + ".previous") / "DONE").is_file()
+        assert (c.run_dir(wd) / "DONE").is_file()
+    after = {p.name for p in (wd / "results").glob("*.json") if not p.name.startswith("_")}
+    assert after == set(before)
+    # without --rerun nothing runs again
+    third, _ = _run(wd, workers=0, datasets=["toy_a"], budgets=[2])
+    assert third.skipped == len(cells) and len(_calls(wd)) == 2 * n
+
+
+def test_rerun_flag_reaches_the_runner():
+    from medseg_bench.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--rerun", "--preset", "demo"])
+    assert args.rerun is True
+    assert build_parser().parse_args(["run"]).rerun is False
