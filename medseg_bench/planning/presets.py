@@ -19,7 +19,7 @@ A preset is a policy (:class:`PresetPolicy`), the numbers come from the rules:
   cores of the 2-core reference machine: its steps run :data:`QUICK_TWO_THREAD_SPEEDUP` times faster
   than the single-thread estimate, so ``iterations = budget x speed-up / step``. The speed-up is a
   fixed, measured constant of the policy (not measured at run time), so a plan is the same on every
-  machine. A cell of a 2-worker runner (one thread each) then trains about 1.7x the budget.
+  machine. A cell of a 2-worker runner (one thread each) then trains about 1.4x the budget.
 
 For every preset the batch size is then capped so that one batch covers at most 5 % of the dataset's
 voxels (median shape x number of images), with a floor of 2 that wins over the cap (nnU-Net's rule).
@@ -55,9 +55,10 @@ MIN_BATCH = 2
 QUICK_3D_MIN_COVERAGE = 0.25
 #: patches never shrink below this many voxels per axis (or the median size, when smaller)
 MIN_PATCH_EDGE = 8
-#: 1-thread / 2-thread step time of the quick 2D network (128x128, batch 7, 16-256 filters) on the
-#: 2-core reference machine: 0.38 s / 0.22 s (ARCHITECTURE.md's model; measured by ``train``)
-QUICK_TWO_THREAD_SPEEDUP = 1.7
+#: 1-thread step estimate / measured 2-thread engine step of the quick 2D network (128x128, batch 7,
+#: 16-256 filters) on the idle 2-core reference machine: 0.383 s / 0.27 s (``train``'s own log, with
+#: the allocator and OpenMP settings of medseg_bench.training.settings and medseg_bench/__init__.py)
+QUICK_TWO_THREAD_SPEEDUP = 1.4
 
 
 @dataclass(frozen=True)

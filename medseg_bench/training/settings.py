@@ -9,10 +9,11 @@ is saved as ``config.json`` in the run folder and is all that ``predict`` needs 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
-__all__ = ["ENGINE_DEFAULTS", "choose_device", "resolve_settings", "set_threads"]
+__all__ = ["ENGINE_DEFAULTS", "choose_device", "resolve_settings", "set_threads", "tune_allocator"]
 
 #: engine defaults; a method's ``hparams`` and the user may override any of them
 ENGINE_DEFAULTS: dict = {
@@ -82,8 +83,32 @@ def choose_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def tune_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the OS after every step.
+
+    With glibc's dynamic thresholds a CPU training step of the quick 2D network took ~29,000 minor
+    page faults (45 ms of kernel time in a 250 ms step): each large activation was mmapped, zeroed by
+    the kernel and unmapped again. A fixed mmap threshold of 256 MiB and a trim threshold of 1 GiB
+    remove them (~100 faults per step, 8-10 % faster). Set ``MEDSEG_NO_MALLOPT=1`` to keep glibc's
+    defaults. Returns whether the settings were applied (False off glibc).
+    """
+    if os.environ.get("MEDSEG_NO_MALLOPT") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 256 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+                    and libc.mallopt(m_top_pad, 64 << 20))
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+
+
 def set_threads(num_threads: int | None = None, workers: int = 1) -> int:
-    """Set torch's intra-op threads to ``num_threads`` or ``max(1, cores // workers)``; returns it."""
+    """Set torch's intra-op threads to ``num_threads`` or ``max(1, cores // workers)``; returns it.
+    Also applies :func:`tune_allocator` (every training entry point calls this first)."""
+    tune_allocator()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n = int(num_threads) if num_threads else max(1, cores // max(1, workers))
     torch.set_num_threads(n)

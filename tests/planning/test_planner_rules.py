@@ -118,14 +118,14 @@ def test_unreachable_target_stops_at_the_patch_floor_and_says_so():
 
 
 def test_cpu_iterations_fill_the_time_budget_for_the_threads_it_is_meant_for():
-    """quick: 150 s of a 2-thread ``train`` (1.7x the 1-thread step speed); demo: 12 s of 1 thread."""
+    """quick: 150 s of a 2-thread ``train`` (1.4x the 1-thread step speed); demo: 12 s of 1 thread."""
     step = StepTimeModel({"2": {"t0": 0.3, "per_gmac": 0.0, "per_mact": 0.0},
                           "3": {"t0": 0.6, "per_gmac": 0.0, "per_mact": 0.0}}, "test")
     q2 = derive_configuration(PRESETS["quick"], (1.0, 1.0), (128, 128), 1, 2, 1e12, step)
-    assert q2["num_iterations"] == 850 and q2["num_epochs"] == 17  # round(150 * 1.7 / 0.3), 850 / 50
+    assert q2["num_iterations"] == 700 and q2["num_epochs"] == 14  # round(150 * 1.4 / 0.3), 700 / 50
     assert q2["time_budget_s"] == 150.0 and q2["time_budget_threads"] == 2
     q3 = derive_configuration(PRESETS["quick"], (1.0, 1.0, 1.0), (64, 64, 64), 1, 2, 1e12, step)
-    assert q3["num_iterations"] == 850 and q3["time_budget_s"] == 300.0  # round(300 * 1.7 / 0.6)
+    assert q3["num_iterations"] == 700 and q3["time_budget_s"] == 300.0  # round(300 * 1.4 / 0.6)
     fast = StepTimeModel({"2": {"t0": 0.02, "per_gmac": 0.0, "per_mact": 0.0},
                           "3": {"t0": 0.02, "per_gmac": 0.0, "per_mact": 0.0}}, "test")
     d = derive_configuration(PRESETS["demo"], (1.0, 1.0), (128, 128), 1, 2, 1e12, fast)

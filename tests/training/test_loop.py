@@ -81,3 +81,41 @@ def test_learns_blobs(blob_ctx):
         pred = probs.argmax(0)
         dices.append(2 * ((pred == 1) & (seg == 1)).sum() / ((pred == 1).sum() + (seg == 1).sum()))
     assert np.mean(dices) > 0.6, dices
+
+
+def test_tune_allocator_keeps_training_numbers_unchanged():
+    """The glibc allocator settings change speed only: the same step gives bit-identical weights."""
+    import torch
+
+    from medseg_bench.training.settings import tune_allocator
+
+    def step():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        x = torch.randn(4, 1, 32, 32)
+        loss = net(x).square().mean()
+        loss.backward()
+        opt.step()
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    before = step()
+    applied = tune_allocator()
+    assert isinstance(applied, bool)
+    assert torch.equal(before, step())
+
+
+def test_omp_wait_policy_respects_the_users_setting():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, medseg_bench; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
+    env.pop("GOMP_SPINCOUNT", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ACTIVE", "None"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    policy, spin = out.stdout.split()
+    assert (policy, spin) in {("PASSIVE", "None"), ("None", "10000")}  # busy machine / idle machine
