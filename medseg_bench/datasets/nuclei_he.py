@@ -35,6 +35,7 @@ from scipy import ndimage as ndi
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
 from ._texture2d import anisotropic_noise, size_row, smooth_noise, star_polygon_radius, warp_field
+from ._writing import SimulatedCase, write_simulated_cases
 
 __all__ = ["HAEMATOXYLIN", "EOSIN", "SIZES", "VERSION", "generate_nuclei_he", "simulate_he_tile"]
 
@@ -253,19 +254,16 @@ def generate_nuclei_he(out_dir: Path, size: str, seed: int) -> None:
     writer = RawDatasetWriter(out_dir, {"0": "R", "1": "G", "2": "B"}, {"background": 0, "nucleus": 1}, ".png",
                               instance_labels=True, spacing=(spacing_mm, spacing_mm), overwrite=True)
     geometry = Geometry.identity(2)  # spacing comes from dataset.json (no per-image sidecars)
-    params = {}
-    try:
-        for subset, count, prefix in (("train", n_train, "he"), ("test", n_test, "hets"), ("unlabelled", n_unl, "heun")):
-            for i in range(count):
-                case_id = f"{prefix}_{i:03d}"
-                image, inst, p = simulate_he_tile(np.random.default_rng([seed, _SUBSET_CODE[subset], i]), n, px_um)
-                if subset == "unlabelled":
-                    writer.add_case(case_id, image, geometry, subset=subset)
-                else:
-                    writer.add_case(case_id, image, geometry, label=(inst > 0).astype(np.uint8), subset=subset,
-                                    instances=inst)
-                params[case_id] = p
-        writer.finalize(extra={
+    prefixes = {"train": "he", "test": "hets", "unlabelled": "heun"}
+
+    def simulate(subset, i):
+        image, inst, p = simulate_he_tile(np.random.default_rng([seed, _SUBSET_CODE[subset], i]), n, px_um)
+        return SimulatedCase(image, geometry, (inst > 0).astype(np.uint8), p, instances=inst)
+
+    write_simulated_cases(
+        writer, {"train": n_train, "test": n_test, "unlabelled": n_unl},
+        lambda subset, i: f"{prefixes[subset]}_{i:03d}", simulate,
+        lambda params: {
             "name": Path(out_dir).name,
             "description": "Simulated H&E nuclei tiles (medseg_bench nuclei_he)",
             "reference": "Ruifrok & Johnston 2001 (stain OD vectors); Kumar et al., IEEE TMI 2017 (MoNuSeg task)",
@@ -276,6 +274,3 @@ def generate_nuclei_he(out_dir: Path, size: str, seed: int) -> None:
                           "image_size_px": n, "pixel_size_um": px_um},
             "case_parameters": params,
         })
-    except BaseException:
-        writer.abort()
-        raise

@@ -32,6 +32,7 @@ from scipy import ndimage as ndi
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
 from ._texture2d import fractal_noise, polar_grid, size_row, smooth_noise, soft_mask
+from ._writing import SimulatedCase, write_simulated_cases
 
 __all__ = ["FIELD_WIDTH_MM", "SIZES", "VERSION", "generate_retina_ga", "simulate_faf"]
 
@@ -225,16 +226,16 @@ def generate_retina_ga(out_dir: Path, size: str, seed: int) -> None:
     writer = RawDatasetWriter(out_dir, {"0": "FAF"}, {"background": 0, "GA": 1}, ".png",
                               spacing=(spacing_mm, spacing_mm), overwrite=True)
     geometry = Geometry.identity(2)  # spacing comes from dataset.json (no per-image sidecars)
-    params = {}
-    try:
-        for subset, count, prefix in (("train", n_train, "ga"), ("test", n_test, "gats"), ("unlabelled", n_unl, "gaun")):
-            for i in range(count):
-                case_id = f"{prefix}_{i:03d}"
-                image, label, p = simulate_faf(np.random.default_rng([seed, _SUBSET_CODE[subset], i]), n)
-                writer.add_case(case_id, image[None], geometry, label=None if subset == "unlabelled" else label,
-                                subset=subset)
-                params[case_id] = p
-        writer.finalize(extra={
+    prefixes = {"train": "ga", "test": "gats", "unlabelled": "gaun"}
+
+    def simulate(subset, i):
+        image, label, p = simulate_faf(np.random.default_rng([seed, _SUBSET_CODE[subset], i]), n)
+        return SimulatedCase(image[None], geometry, label, p)
+
+    write_simulated_cases(
+        writer, {"train": n_train, "test": n_test, "unlabelled": n_unl},
+        lambda subset, i: f"{prefixes[subset]}_{i:03d}", simulate,
+        lambda params: {
             "name": Path(out_dir).name,
             "description": "Simulated fundus autofluorescence with geographic atrophy (medseg_bench retina_ga)",
             "reference": "Liu et al., CUTS, MICCAI 2024 (task); Holz et al., Am J Ophthalmol 2007 (FAF in GA)",
@@ -244,6 +245,3 @@ def generate_retina_ga(out_dir: Path, size: str, seed: int) -> None:
                           "image_size_px": n, "field_width_mm": FIELD_WIDTH_MM},
             "case_parameters": params,
         })
-    except BaseException:
-        writer.abort()
-        raise
