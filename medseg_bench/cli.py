@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"])
     p.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel cells for the local executor (default: one single-threaded worker per core; one per GPU)")
     p.add_argument("--rerun", action="store_true",
                    help="run finished cells again from scratch (default: finished cells are kept, whatever commit made them)")
 

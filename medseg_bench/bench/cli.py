@@ -206,11 +206,12 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
 
 def run_command(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
                 budgets: list[str] | None = None, seeds: list[int] | None = None, preset: str | None = None,
-                executor: str = "local", rerun: bool = False) -> int:
+                executor: str = "local", rerun: bool = False, workers: int | None = None) -> int:
     """CLI handler: 0 when every cell is done, 1 when some failed (the leaderboard is written anyway),
     2 for a usage error (unknown dataset, method or budget)."""
     try:
-        summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor, rerun=rerun)
+        summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor, rerun=rerun,
+                                   workers=workers)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
