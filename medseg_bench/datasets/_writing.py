@@ -15,7 +15,7 @@ import numpy as np
 
 from ..io import Geometry
 
-__all__ = ["SUBSETS", "SimulatedCase", "write_simulated_cases"]
+__all__ = ["SUBSETS", "SimulatedCase", "write_simulated_volumes", "write_simulated_cases"]
 
 #: subsets in the order they are written (and seeded)
 SUBSETS = ("train", "test", "unlabelled")
@@ -59,3 +59,18 @@ def write_simulated_cases(writer, counts: dict[str, int], case_id: Callable[[str
     except BaseException:
         writer.abort()
         raise
+
+
+def write_simulated_volumes(writer, prefix: str, spec: dict, simulate_case: Callable, size: str, seed: int,
+                            extra: Callable[[dict[str, dict]], dict]) -> None:
+    """The 3D simulators' case loop: ``simulate_case(size, seed, subset, i) -> (image, label, geometry,
+    info)`` for one-channel volumes, cases named ``<prefix>_tr000`` / ``_ts000`` / ``_ul000`` and
+    counted by ``spec``'s ``n_train`` / ``n_test`` / ``n_unlabelled``."""
+    tags = {"train": "tr", "test": "ts", "unlabelled": "ul"}
+
+    def simulate(subset, i):
+        image, label, geometry, info = simulate_case(size, seed, subset, i)
+        return SimulatedCase(image[None], geometry, label, info)
+
+    write_simulated_cases(writer, {s: spec[f"n_{s}"] for s in SUBSETS},
+                          lambda subset, i: f"{prefix}_{tags[subset]}{i:03d}", simulate, extra)

@@ -32,7 +32,7 @@ from ..io import Geometry, RawDatasetWriter
 from . import register_generator
 from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, value_noise
 from ._skeleton3d import body_sdf, render_skeleton, sample_body, sample_skeleton
-from ._writing import SimulatedCase, write_simulated_cases
+from ._writing import write_simulated_volumes
 
 __all__ = ["SIZE_SPECS", "VERSION", "generate_ct_hip", "simulate_case"]
 
@@ -245,15 +245,8 @@ def generate_ct_hip(out_dir: Path, size: str, seed: int) -> None:
     """Write the ``ct_hip`` raw dataset (train + fixed test set + unlabelled images) into ``out_dir``."""
     spec = SIZE_SPECS[size]
     writer = RawDatasetWriter(out_dir, CHANNELS, LABELS, ".nii.gz", overwrite=True)
-    tags = {"train": "tr", "test": "ts", "unlabelled": "ul"}
-
-    def simulate(subset, i):
-        image, label, geo, info = simulate_case(size, seed, subset, i)
-        return SimulatedCase(image[None], geo, label, info)
-
-    write_simulated_cases(
-        writer, {"train": spec["n_train"], "test": spec["n_test"], "unlabelled": spec["n_unlabelled"]},
-        lambda subset, i: f"ct_hip_{tags[subset]}{i:03d}", simulate,
+    write_simulated_volumes(
+        writer, "ct_hip", spec, simulate_case, size, seed,
         lambda cases: {
             "name": Path(out_dir).name,
             "description": "Simulated pelvic CT in HU; label = hip bone (left and right os coxae). Femurs, "

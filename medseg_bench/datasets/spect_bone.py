@@ -31,7 +31,7 @@ from ..io import Geometry, RawDatasetWriter
 from . import register_generator
 from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, sphere, value_noise
 from ._skeleton3d import body_sdf, render_skeleton, sample_body, sample_skeleton
-from ._writing import SimulatedCase, write_simulated_cases
+from ._writing import write_simulated_volumes
 
 __all__ = ["SIZE_SPECS", "VERSION", "generate_spect_bone", "simulate_case"]
 
@@ -176,15 +176,8 @@ def generate_spect_bone(out_dir: Path, size: str, seed: int) -> None:
     """Write the ``spect_bone`` raw dataset (train + fixed test set + unlabelled images) into ``out_dir``."""
     spec = SIZE_SPECS[size]
     writer = RawDatasetWriter(out_dir, CHANNELS, LABELS, ".nii.gz", overwrite=True)
-    tags = {"train": "tr", "test": "ts", "unlabelled": "ul"}
-
-    def simulate(subset, i):
-        image, label, geo, info = simulate_case(size, seed, subset, i)
-        return SimulatedCase(image[None], geo, label, info)
-
-    write_simulated_cases(
-        writer, {"train": spec["n_train"], "test": spec["n_test"], "unlabelled": spec["n_unlabelled"]},
-        lambda subset, i: f"spect_bone_{tags[subset]}{i:03d}", simulate,
+    write_simulated_volumes(
+        writer, "spect_bone", spec, simulate_case, size, seed,
         lambda cases: {
             "name": Path(out_dir).name,
             "description": "Simulated Tc-99m bone SPECT (counts per voxel); label = bone. See datasets/spect_bone.md.",
