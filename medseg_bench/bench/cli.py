@@ -119,6 +119,14 @@ def _n_labelled(workdir: Path, dataset: str) -> int | None:
         return None
 
 
+def _info(method_cls) -> dict:
+    """A method's ``method_info`` (family, citation, ...) for the grid manifest."""
+    if callable(getattr(method_cls, "info", None)):
+        return method_cls.info()
+    keys = ("family", "citation", "needs_labels", "uses_unlabelled", "oracle", "class_rule")
+    return {k: getattr(method_cls, k, None) for k in keys}
+
+
 def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
                   budgets: list | None = None, seeds: list[int] | None = None, preset: str | None = None,
                   executor: str = "local", *, cell_fn: Callable | None = None, prepare_fn: Callable | None = None,
@@ -161,7 +169,7 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                         explicit_methods=bool(methods), warn=log)
     if not cells:
         raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
-    update_manifest(workdir, cells)
+    update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})})
     if rerun:
         from .results import reset_cell
 

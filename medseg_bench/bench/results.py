@@ -31,6 +31,7 @@ __all__ = [
     "failure_record",
     "git_commit",
     "load_manifest",
+    "load_manifest_methods",
     "load_records",
     "read_json",
     "record_path",
@@ -239,19 +240,42 @@ def _cell_sort_key(d: dict):
     return (d["dataset"], d["preset"], d["configuration"], d["method"], budget_sort_key(d["budget"]), d["seed"])
 
 
-def update_manifest(workdir: Path, cells: list[Cell]) -> Path:
-    """Add ``cells`` to ``results/_grid.json`` (the union of every grid run in this workdir)."""
+def update_manifest(workdir: Path, cells: list[Cell], methods: dict | None = None) -> Path:
+    """Add ``cells`` to ``results/_grid.json`` (the union of every grid run in this workdir), and the
+    ``method_info`` of their methods (``methods``: name -> info), so that a leaderboard can label a row
+    whose cells have no record yet."""
     path = results_dir(workdir) / GRID_MANIFEST
     known = {Cell.from_dict(d) for d in load_manifest(workdir)}
     known.update(cells)
     rows = sorted((c.to_dict() for c in known), key=_cell_sort_key)
-    return write_json_atomic(path, {"cells": rows})
+    info = dict(load_manifest_methods(workdir))
+    info.update(methods or {})
+    data = {"cells": rows}
+    if info:
+        data["methods"] = {k: info[k] for k in sorted(info)}
+    return write_json_atomic(path, data)
+
+
+def _manifest_path(workdir_or_results: Path) -> Path:
+    p = Path(workdir_or_results)
+    return p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
+
+
+def load_manifest_methods(workdir_or_results: Path) -> dict[str, dict]:
+    """``method_info`` per method name stored in ``_grid.json`` (empty for older manifests)."""
+    path = _manifest_path(workdir_or_results)
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    methods = data.get("methods") if isinstance(data, dict) else None
+    if methods is not None and not isinstance(methods, dict):
+        raise RecordError(f"{path}: 'methods' must map method names to their info")
+    return dict(methods or {})
 
 
 def load_manifest(workdir_or_results: Path) -> list[dict]:
     """Cells listed in ``_grid.json`` (accepts the workdir or its ``results/`` folder)."""
-    p = Path(workdir_or_results)
-    path = p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
+    path = _manifest_path(workdir_or_results)
     if not path.is_file():
         return []
     data = read_json(path)

@@ -102,6 +102,17 @@ class Board:
     def demo(self) -> bool:
         return self.preset == "demo"
 
+    def progress(self) -> dict:
+        """Seed-level run counts over every row and budget: ``expected``, ``done``, ``failed``, ``missing``."""
+        cells = [c for r in self.rows for c in r.cells.values()]
+        return {"expected": sum(len(c.expected) for c in cells), "done": sum(len(c.done) for c in cells),
+                "failed": sum(len(c.failed) for c in cells), "missing": sum(len(c.missing) for c in cells)}
+
+    @property
+    def complete(self) -> bool:
+        p = self.progress()
+        return p["done"] == p["expected"]
+
 
 def _num(v) -> float:
     try:
@@ -174,9 +185,18 @@ def _cost(row: BoardRow) -> dict:
             "peak_memory_mb": max(finite(mem)) if finite(mem) else math.nan}
 
 
-def build_boards(records: list[dict], manifest: list[dict] | None = None) -> list[Board]:
-    """Group records (and expected cells from the manifest) into boards, sorted by dataset, preset."""
+def build_boards(records: list[dict], manifest: list[dict] | None = None,
+                 manifest_methods: dict[str, dict] | None = None) -> list[Board]:
+    """Group records (and expected cells from the manifest) into boards, sorted by dataset, preset.
+
+    ``manifest_methods`` (method -> ``method_info``, from the grid manifest) labels rows that have no
+    record yet; a record's own ``method_info`` wins."""
     info = _method_info(records)
+    for name, mi in (manifest_methods or {}).items():
+        cur = info.setdefault(name, {})
+        for k, v in (mi or {}).items():
+            if v is not None and cur.get(k) is None:
+                cur[k] = v
     groups: dict[tuple, dict] = {}
 
     def slot(d: dict) -> BoardCell:

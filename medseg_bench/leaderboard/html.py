@@ -14,7 +14,17 @@ from importlib import resources
 from pathlib import Path
 
 from .aggregate import HIGHER_IS_BETTER, Board
-from .tables import _DIGITS, DEMO_BANNER, METRIC_TITLES, _best, _ordered, _seeds_note, fmt, overall_ranking
+from .tables import (
+    _DIGITS,
+    DEMO_BANNER,
+    METRIC_TITLES,
+    _best,
+    _ordered,
+    _runs_done,
+    _seeds_note,
+    fmt,
+    overall_ranking,
+)
 
 __all__ = ["render_html"]
 
@@ -64,7 +74,8 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
     seeds = ", ".join(map(str, board.seeds))
     return {"id": f"{board.dataset}__{board.preset}", "dataset": board.dataset, "preset": board.preset,
             "demo": board.demo, "budgets": [str(b) for b in board.budgets], "metrics": metrics, "rows": out_rows,
-            "plot": plot, "meta": f"seeds {seeds} · {board.n_cases} test cases · budgets = labelled training cases"}
+            "plot": plot, "meta": f"seeds {seeds} · {board.n_cases} test cases · runs done {_runs_done([board])} · "
+                    "budgets = labelled training cases"}
 
 
 def render_html(boards: list[Board], plots: dict[tuple, Path] | None = None) -> str:

@@ -110,7 +110,7 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
     if board.demo:
         out += [DEMO_BANNER, ""]
     seeds = ", ".join(str(s) for s in board.seeds) or "—"
-    out += [f"Seeds {seeds} · {board.n_cases} test cases · budgets = labelled training cases. "
+    out += [f"Seeds {seeds} · {board.n_cases} test cases · runs done {_runs_done([board])} · budgets = labelled training cases. "
             "Values: mean over test cases, then mean ± std over seeds (no ± with one seed); class metrics are "
             "averaged over foreground classes.", ""]
     main = _ordered([r for r in board.rows if not r.oracle])
@@ -249,6 +249,12 @@ def overall_ranking(boards: list[Board]) -> dict[str, list[dict]]:
     return out
 
 
+def _runs_done(boards: list[Board]) -> str:
+    """``done/expected`` runs (one run = one seed of one cell), plus failures when there are any."""
+    p = {k: sum(b.progress()[k] for b in boards) for k in ("expected", "done", "failed")}
+    return f"{p['done']}/{p['expected']}" + (f" ({p['failed']} failed)" if p["failed"] else "")
+
+
 def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets: list) -> str:
     """``README.md``: index of datasets and the overall ranking across datasets (per preset)."""
     out = ["# Leaderboards", "",
@@ -256,13 +262,21 @@ def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets:
            "Interactive page: [index.html](index.html).", ""]
     if any(b.demo for b in boards):
         out += [DEMO_BANNER, ""]
-    out += ["## Datasets", "", "| dataset | presets | methods | test cases | table | CSV |", "|---|---|---:|---:|---|---|"]
+    incomplete = [b for b in boards if not b.complete]
+    if incomplete:
+        tot = {k: sum(b.progress()[k] for b in boards) for k in ("expected", "done", "failed", "missing")}
+        out += [f"**Incomplete grid: {tot['done']} of {tot['expected']} runs finished** ({tot['failed']} failed, "
+                f"{tot['missing']} not run yet); unfinished cells are shown as `failed` / `missing` and ranks cover "
+                "only what finished.", ""]
+    out += ["## Datasets", "", "| dataset | presets | methods | runs done | test cases | table | CSV |",
+            "|---|---|---:|---:|---:|---|---|"]
     for ds in sorted(dataset_files):
         bs = [b for b in boards if b.dataset == ds]
         methods = len({r.method for b in bs for r in b.rows})
         presets = ", ".join(sorted({b.preset for b in bs}))
         cases = max((b.n_cases for b in bs), default=0)
-        out.append(f"| {ds} | {presets} | {methods} | {cases} | [{ds}.md]({ds}.md) | [{ds}.csv]({ds}.csv) |")
+        runs = _runs_done(bs)
+        out.append(f"| {ds} | {presets} | {methods} | {runs} | {cases} | [{ds}.md]({ds}.md) | [{ds}.csv]({ds}.csv) |")
     out.append("")
     for preset, rows in overall_ranking(boards).items():
         bud = [b for b in budgets if any(b in r["per_budget"] for r in rows)]

@@ -8,6 +8,7 @@ from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare, toy_
 
 from medseg_bench.bench import load_manifest, load_records, run_benchmark
 from medseg_bench.bench.cli import run_command
+from medseg_bench.bench.results import load_manifest_methods
 
 
 @pytest.fixture()
@@ -37,6 +38,8 @@ def test_run_skip_and_resume(wd):
     records = load_records(wd / "results")
     assert len(records) == len(cells) and all(r["status"] == "done" for r in records)
     assert len(load_manifest(wd)) == len(cells)
+    info = load_manifest_methods(wd)  # rows without a record yet can still be labelled
+    assert info["unsup"]["family"] == "unsupervised" and info["supervised_full"]["citation"] == "test"
     assert (wd / "prepare.log").read_text().split() == ["toy_a", "toy_b"]  # each dataset prepared once
 
     # re-running a finished grid does no work and is fast

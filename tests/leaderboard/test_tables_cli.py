@@ -74,6 +74,28 @@ def test_committed_leaderboard_rebuilds_byte_for_byte(tmp_path):
         assert data == original[name], f"leaderboards/{name} differs from a rebuild from leaderboards/results/"
 
 
+def test_incomplete_grid_is_labelled_and_counted(tmp_path):
+    """Rows with no record yet take family/citation from the grid manifest; README and tables say how
+    many runs finished, so a partial reference benchmark is never mistaken for a complete one."""
+    from medseg_bench.bench.results import GRID_MANIFEST, write_json_atomic
+
+    recs = [record("ds", "m", 2, s, [0.5, 0.6]) for s in (0, 1)]
+    cells = [{"dataset": "ds", "preset": "quick", "configuration": "2d", "method": meth, "budget": 2, "seed": s}
+             for meth in ("m", "late") for s in (0, 1, 2)]
+    write_json_atomic(tmp_path / "results" / GRID_MANIFEST,
+                      {"cells": cells, "methods": {"late": {"family": "unsupervised", "citation": "Roe 2023"}}})
+    out = tmp_path / "lb"
+    build_leaderboard(recs, out, manifest_dir=tmp_path / "results", plots=False, html=False)
+    readme, table = (out / "README.md").read_text(), (out / "ds.md").read_text()
+    assert "Incomplete grid: 2 of 6 runs finished" in readme and "| 2/6 |" in readme
+    assert "runs done 2/6" in table
+    late = next(line for line in table.splitlines() if line.startswith("| late |"))
+    assert "| unsupervised |" in late and "missing" in late
+    # a complete grid has no banner
+    build_leaderboard(recs, tmp_path / "full", plots=False, html=False)
+    assert "Incomplete" not in (tmp_path / "full" / "README.md").read_text()
+
+
 def test_records_with_non_finite_values_load(tmp_path):
     r = record("ds", "m", 2, 0, [0.5, 0.0], hd95=[1.0, "inf"])
     write_record(tmp_path, r)
