@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--iterations", type=int, default=None, help="override the preset's number of iterations")
+    p.add_argument("--rerun", action="store_true",
+                   help="train again from scratch even if this cell finished (old run folder kept as .previous)")
 
     p = _sub(sub, "predict", "medseg_bench.training.cli:predict_command", "predict a folder of raw images with a trained run")
     p.add_argument("run_dir")

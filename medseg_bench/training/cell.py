@@ -127,9 +127,25 @@ def _build_context(wd, raw, plans, preset, config, method_cls, budget, seed, dev
                       progress=progress)
 
 
+def _check_same_settings(run_dir: Path, requested: dict) -> None:
+    """Refuse to return or continue a run made with other explicitly requested settings."""
+    requested = {k: v for k, v in requested.items() if v is not None}
+    config = run_dir / "config.json"
+    if not requested or not config.is_file():
+        return
+    saved = json.loads(config.read_text()).get("settings") or {}
+    diff = {k: (saved.get(k), v) for k, v in requested.items()
+            if json.dumps(saved.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)}
+    if diff:
+        what = ", ".join(f"{k} {old!r} (asked: {new!r})" for k, (old, new) in sorted(diff.items()))
+        state = "finished" if (run_dir / "DONE").is_file() else "was started"
+        raise ValueError(f"{run_dir}: this run {state} with {what}; start it over with `train --rerun` "
+                         "(the old run folder is kept as .previous)")
+
+
 def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | None = None, config: str | None = None,
                device=None, resume: bool = True, iterations: int | None = None, progress: bool = True,
-               num_threads: int | None = None, overrides: dict | None = None) -> dict:
+               num_threads: int | None = None, overrides: dict | None = None, rerun: bool = False) -> dict:
     """Train one cell, predict its test set, evaluate, write ``record.json`` and ``DONE``.
 
     Args:
@@ -141,12 +157,16 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
         resume: continue from the last checkpoint (False: start over, deleting old checkpoints).
         iterations: override the preset's iteration count. overrides: any training setting.
         num_threads: torch threads (default: all cores of this process).
+        rerun: start from scratch even if the cell finished; the old run folder is kept as
+            ``<run folder>.previous``.
 
     Returns:
         The result record (also in ``record.json``). A cell with ``DONE`` is returned without work.
 
     Raises:
-        BudgetError, ValueError, FileNotFoundError: bad cell or missing plan/preprocessing. Errors
+        BudgetError, ValueError, FileNotFoundError: bad cell or missing plan/preprocessing; ValueError
+        also when ``iterations``/``overrides`` differ from the settings of the cell's finished (or
+        resumed) run, which would otherwise be returned (or continued) under the wrong settings. Errors
         during training or evaluation are recorded (``status: "failed"``) and re-raised.
     """
     from ..methods import get_method
@@ -167,7 +187,15 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
     plans = load_plans(pre_dir)
     config = config or method_cls.recommended_configuration(plans, preset) or plans["presets"][preset]["recommended_configuration"]
     run_dir = wd.run_dir(raw.name, preset, config, method_cls.name, budget, seed)
-    if (run_dir / "DONE").is_file() and (run_dir / "record.json").is_file():
+    if rerun and run_dir.exists():
+        previous = run_dir.with_name(run_dir.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(run_dir, previous)
+    done = (run_dir / "DONE").is_file() and (run_dir / "record.json").is_file()
+    if done or resume:
+        _check_same_settings(run_dir, {"iterations": iterations, **(overrides or {})})
+    if done:
         return json.loads((run_dir / "record.json").read_text())
     splits = load_or_make_splits(wd, raw.path, budgets=[budget], seeds=[seed])
     _check_budget(method_cls, budget, len(splits["train"]))

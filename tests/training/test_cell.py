@@ -66,11 +66,26 @@ def test_train_cell_end_to_end_and_predict(grey_workdir, tmp_path):
     mtime = (run / "DONE").stat().st_mtime
     assert train_cell(wd, "blobs", "supervised", 2, 0, preset="quick", iterations=3, progress=False) == json.loads((run / "record.json").read_text())
     assert (run / "DONE").stat().st_mtime == mtime
+    # ... but not under other explicitly asked settings: that would report the wrong schedule
+    with pytest.raises(ValueError, match=r"finished with iterations 3 \(asked: 4\).*--rerun"):
+        train_cell(wd, "blobs", "supervised", 2, 0, preset="quick", iterations=4, progress=False)
     # predict a raw folder with the finished run
     out = tmp_path / "out"
     assert predict_command(str(run), str(wd.raw_dataset("blobs") / "imagesTs"), str(out), workdir=wd.root) == 0
     again, _ = read_image(out / "blob_008.nii.gz")
     np.testing.assert_array_equal(again, seg)
+
+
+def test_rerun_keeps_the_old_run_as_previous(grey_workdir, capsys):
+    wd = grey_workdir
+    train_cell(wd, "blobs", "supervised", 4, 0, preset="quick", iterations=2, progress=False, num_threads=1)
+    assert train_command("blobs", "supervised", "4", 0, workdir=wd.root, preset="quick", iterations=3) == 2
+    assert "iterations 2 (asked: 3)" in capsys.readouterr().err
+    assert train_command("blobs", "supervised", "4", 0, workdir=wd.root, preset="quick", iterations=3, rerun=True) == 0
+    run = wd.run_dir("blobs", "quick", "2d", "supervised", 4, 0)
+    assert json.loads((run / "record.json").read_text())["provenance"]["iterations"] == 3
+    previous = run.with_name(run.name + ".previous")
+    assert json.loads((previous / "record.json").read_text())["provenance"]["iterations"] == 2
 
 
 def test_budget_rules(grey_workdir, capsys):
