@@ -7,12 +7,18 @@ Licence CC BY-NC-SA 4.0. Expected input (the official download's layout, either 
 
     SRC/MoNuSegTrainingData/Tissue_Images/*.tif      (or "MoNuSeg 2018 Training Data/Tissue Images")
     SRC/MoNuSegTrainingData/Annotations/*.xml
+    SRC/MoNuSegTrainingData/Binary_masks/*.png       (optional; or "Binary masks")
     SRC/MoNuSegTestData/*.tif + *.xml
 
 Output: training tiles with an XML -> ``imagesTr`` + ``labelsTr`` + ``instancesTr``; training tiles
-without one -> ``imagesUnlabelled`` (any ``Binary_masks`` are not used); test tiles -> ``imagesTs`` +
-``labelsTs`` + ``instancesTs``. Images are written as lossless RGB PNG; spacing (mm) is the XML's
-``MicronsPerPixel`` (median over the tiles; 0.25 um if absent).
+without an XML but with a binary mask (the official download has masks for all 30 training tiles)
+-> ``imagesTr`` + ``labelsTr`` (the mask) + ``instancesTr`` (its 4-connected components: touching
+nuclei merge, so these instance maps are approximate; ``conversion.tiles[id].label_source`` says
+``"binary_mask"``); training tiles with neither -> ``imagesUnlabelled``; test tiles (always XML) ->
+``imagesTs`` + ``labelsTs`` + ``instancesTs``. ``use_binary_masks=False`` keeps only XML-annotated
+training tiles labelled. The standard protocol trains on all 30 training tiles and reports on the 14
+test tiles. Images are written as lossless RGB PNG; spacing (mm) is the XML's ``MicronsPerPixel``
+(median over the tiles; 0.25 um if absent).
 
 Rasterisation rule: each region is filled with :func:`skimage.draw.polygon` (a pixel belongs to a
 polygon when its centre lies inside it or on its outline), regions in XML order, **a later region wins** where polygons
@@ -35,11 +41,13 @@ from ..io import DatasetError, Geometry, RawDatasetWriter, read_image
 from ..io.image import ImageReadError
 from . import register_converter
 
-__all__ = ["VERSION", "find_layout", "parse_aperio_xml", "rasterise_regions", "convert_monuseg"]
+__all__ = ["VERSION", "convert_monuseg", "find_layout", "mask_instances", "parse_aperio_xml", "rasterise_regions"]
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: training tiles without XML are labelled from Binary_masks
 _TRAIN_ROOTS = ("MoNuSegTrainingData", "MoNuSeg 2018 Training Data", "MoNuSeg_2018_Training_Data")
 _IMAGE_DIRS = ("Tissue_Images", "Tissue Images")
+_MASK_DIRS = ("Binary_masks", "Binary masks", "Binary_Masks")
+_MASK_ENDINGS = (".png", ".tif", ".tiff")
 _TEST_ROOTS = ("MoNuSegTestData", "MoNuSeg 2018 Test Data", "MoNuSeg_2018_Test_Data")
 _TIF = (".tif", ".tiff")
 
@@ -52,10 +60,12 @@ def _tifs(folder: Path) -> dict[str, Path]:
     return {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in _TIF and not f.name.startswith(".")}
 
 
-def find_layout(src: Path) -> dict:
+def find_layout(src: Path, use_binary_masks: bool = True) -> dict:
     """Locate the MoNuSeg folders and pair tiles with annotations.
 
-    Returns ``{"train": {id: (tif, xml)}, "unlabelled": {id: tif}, "test": {id: (tif, xml)}}``.
+    Returns ``{"train": {id: (tif, xml)}, "train_masks": {id: (tif, mask)}, "unlabelled": {id: tif},
+    "test": {id: (tif, xml)}}``; ``train_masks`` holds the training tiles without XML whose binary mask
+    exists (empty when ``use_binary_masks`` is False or there is no mask folder).
 
     Raises:
         DatasetError: a folder is missing, a test tile has no XML, an XML has no tile, or a subset is
@@ -93,9 +103,19 @@ def find_layout(src: Path) -> dict:
         raise DatasetError(f"{test_xmls[orphan[0]]}: annotation without a test tile")
     if not xmls:
         raise DatasetError(f"{ann_dir}: no .xml annotations, so no labelled training tile")
+    masks: dict[str, Path] = {}
+    mask_dir = _first_dir(train_root, _MASK_DIRS) if use_binary_masks else None
+    if mask_dir is not None:
+        masks = {f.stem: f for f in sorted(mask_dir.iterdir())
+                 if f.suffix.lower() in _MASK_ENDINGS and not f.name.startswith(".")}
+        orphan = sorted(set(masks) - set(tiles))
+        if orphan:
+            raise DatasetError(f"{masks[orphan[0]]}: binary mask without a tile (no {image_dir / (orphan[0] + '.tif')})")
+    no_xml = sorted(set(tiles) - set(xmls))
     return {
         "train": {s: (tiles[s], xmls[s]) for s in sorted(xmls)},
-        "unlabelled": {s: tiles[s] for s in sorted(set(tiles) - set(xmls))},
+        "train_masks": {s: (tiles[s], masks[s]) for s in no_xml if s in masks},
+        "unlabelled": {s: tiles[s] for s in no_xml if s not in masks},
         "test": {s: (test_tiles[s], test_xmls[s]) for s in sorted(test_tiles)},
     }
 
@@ -200,31 +220,66 @@ def _microns_per_pixel(path: Path) -> float | None:
     return None
 
 
-def _labelled_tile(job: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Worker: read a tile and rasterise its XML -> (image (y, x, 3), instances, report)."""
-    tif, xml = job
-    regions, mpp = parse_aperio_xml(xml)
+def mask_instances(mask: np.ndarray) -> np.ndarray:
+    """Instance map (uint16, 1..N in raster order) of a binary nucleus mask: its 4-connected components.
+    Touching nuclei become one instance; used only where no polygon annotation exists."""
+    from scipy import ndimage
+
+    inst, n = ndimage.label(mask > 0, structure=ndimage.generate_binary_structure(2, 1))
+    if n > np.iinfo(np.uint16).max:
+        raise ValueError(f"{n} components do not fit a uint16 instance map")
+    return inst.astype(np.uint16)
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A binary mask (0/1 or 0/255) of ``shape`` as bool; DatasetError naming the file otherwise."""
+    try:
+        mask, _ = read_image(path)
+    except ImageReadError as exc:
+        raise DatasetError(str(exc)) from exc
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4) and all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, 3)):
+        mask = mask[..., 0]  # a grey mask saved as RGB(A)
+    if tuple(mask.shape) != tuple(shape):
+        raise DatasetError(f"{path}: binary mask of shape {tuple(mask.shape)} does not match its tile {tuple(shape)}")
+    values = np.unique(mask)
+    if not set(values.tolist()) <= {0, 1} and not set(values.tolist()) <= {0, 255}:
+        raise DatasetError(f"{path}: not a binary mask (values {values[:6].tolist()}...; expected 0/1 or 0/255)")
+    return mask > 0
+
+
+def _labelled_tile(job: tuple[str, Path, Path]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Worker: read a tile and rasterise its XML (``kind`` "xml") or read its binary mask ("mask")
+    -> (image (y, x, 3), instances, report)."""
+    kind, tif, annotation = job
     image = _read_tile(tif)
+    if kind == "mask":
+        inst = mask_instances(_read_mask(annotation, image.shape[:2]))
+        return image, inst, {"label_source": "binary_mask", "instances": int(inst.max()),
+                             "instance_rule": "4-connected components of the mask (touching nuclei merge)"}
+    regions, mpp = parse_aperio_xml(annotation)
     inst, report = rasterise_regions(regions, image.shape[:2])
-    return image, inst, {"microns_per_pixel": mpp, **report}
+    return image, inst, {"label_source": "xml", "microns_per_pixel": mpp, **report}
 
 
 @register_converter("monuseg", description="MoNuSeg 2018 H&E nuclei (Aperio XML polygons) -> RGB instance dataset",
                     version=VERSION, default_name="monuseg")
-def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None) -> None:
+def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None, use_binary_masks: bool = True) -> None:
     """Convert a MoNuSeg 2018 download at ``src`` into a raw dataset at ``out_dir`` (atomic).
 
     ``num_workers`` processes (default: one per core) parse and rasterise the annotated tiles.
+    ``use_binary_masks``: label XML-less training tiles from ``Binary_masks`` (module docstring).
     Raises :class:`DatasetError` naming the missing or malformed file before anything is moved into place.
     """
-    layout = find_layout(Path(src))
+    layout = find_layout(Path(src), use_binary_masks)
     mpps = [m for _, xml in (*layout["train"].values(), *layout["test"].values()) if (m := _microns_per_pixel(xml))]
     mpp = float(np.median(mpps)) if mpps else 0.25
     writer = RawDatasetWriter(out_dir, {"0": "R", "1": "G", "2": "B"}, {"background": 0, "nucleus": 1}, ".png",
                               instance_labels=True, spacing=(mpp / 1000.0, mpp / 1000.0), overwrite=True)
     geometry = Geometry.identity(2)  # spacing comes from dataset.json
     tiles = {}
-    jobs = [(subset, case_id, files) for subset in ("train", "test") for case_id, files in layout[subset].items()]
+    jobs = [(subset, case_id, ("mask" if group == "train_masks" else "xml", *files))
+            for group, subset in (("train", "train"), ("train_masks", "train"), ("test", "test"))
+            for case_id, files in layout[group].items()]
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs)))
     try:
         # tiles are parsed and rasterised in worker processes while this one writes PNGs
@@ -236,7 +291,7 @@ def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None) ->
                 tiles[case_id] = {"subset": subset, **report}
         for case_id, tif in layout["unlabelled"].items():
             writer.add_case(case_id, np.moveaxis(_read_tile(tif), -1, 0), geometry, subset="unlabelled")
-        xml_total = sum(t["xml_regions"] for t in tiles.values())
+        xml_total = sum(t.get("xml_regions", 0) for t in tiles.values())
         inst_total = sum(t["instances"] for t in tiles.values())
         writer.finalize(extra={
             "name": Path(out_dir).name,
@@ -247,7 +302,9 @@ def convert_monuseg(src: Path, out_dir: Path, num_workers: int | None = None) ->
             "converter": {"name": "monuseg", "version": VERSION, "source": str(Path(src).resolve())},
             "conversion": {
                 "rasterisation": "skimage.draw.polygon (pixel centres inside or on the outline), XML order, later region wins",
-                "labelled_train_tiles": len(layout["train"]), "test_tiles": len(layout["test"]),
+                "labelled_train_tiles": len(layout["train"]) + len(layout["train_masks"]),
+                "xml_train_tiles": len(layout["train"]), "binary_mask_train_tiles": len(layout["train_masks"]),
+                "test_tiles": len(layout["test"]),
                 "unlabelled_tiles": len(layout["unlabelled"]),
                 "xml_regions": xml_total, "instances": inst_total,
                 "tiles": tiles,

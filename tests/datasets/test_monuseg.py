@@ -31,8 +31,9 @@ def _square(x0, y0, s):
     return [(x0, y0), (x0 + s, y0), (x0 + s, y0 + s), (x0, y0 + s)]
 
 
-def _fake_monuseg(root: Path, n_train=2, n_unl=1, n_test=2) -> Path:
-    """A miniature MoNuSeg layout: 48x48 RGB tiles, two square nuclei per annotated tile."""
+def _fake_monuseg(root: Path, n_train=2, n_unl=1, n_test=2, n_mask=0) -> Path:
+    """A miniature MoNuSeg layout: 48x48 RGB tiles, two square nuclei per annotated tile; ``n_mask``
+    further training tiles have only a binary mask (two touching squares and one apart)."""
     imgs = root / "MoNuSegTrainingData" / "Tissue_Images"
     ann = root / "MoNuSegTrainingData" / "Annotations"
     test = root / "MoNuSegTestData"
@@ -40,10 +41,15 @@ def _fake_monuseg(root: Path, n_train=2, n_unl=1, n_test=2) -> Path:
         d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     regions = [("1", _square(5, 5, 10)), ("2", _square(25, 20, 12))]
-    for i in range(n_train + n_unl):
+    for i in range(n_train + n_unl + n_mask):
         tifffile.imwrite(imgs / f"TCGA-TR-{i}.tif", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
         if i < n_train:
             (ann / f"TCGA-TR-{i}.xml").write_text(_xml(regions))
+        elif i >= n_train + n_unl:
+            mask = np.zeros((48, 48), np.uint8)
+            mask[2:10, 2:10] = mask[2:10, 10:16] = mask[30:40, 30:40] = 1  # touching pair + one apart
+            (root / "MoNuSegTrainingData" / "Binary_masks").mkdir(exist_ok=True)
+            tifffile.imwrite(root / "MoNuSegTrainingData" / "Binary_masks" / f"TCGA-TR-{i}.tif", mask)
     for i in range(n_test):
         tifffile.imwrite(test / f"TCGA-TS-{i}.tif", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
         (test / f"TCGA-TS-{i}.xml").write_text(_xml(regions))
@@ -121,6 +127,34 @@ def test_convert_miniature_layout(tmp_path):
     assert meta["conversion"]["tiles"]["TCGA-TR-0"]["instances"] == 2
 
 
+def test_binary_masks_label_tiles_without_xml(tmp_path):
+    from medseg_bench.datasets.monuseg import convert_monuseg
+
+    src = _fake_monuseg(tmp_path / "src", n_train=1, n_unl=1, n_test=1, n_mask=1)
+    out = convert("monuseg", src, tmp_path / "monuseg")
+    assert check_dataset(out) == []
+    ds = RawDataset(out)
+    assert sorted(c.case_id for c in ds.train_cases()) == ["TCGA-TR-0", "TCGA-TR-2"]
+    assert [c.case_id for c in ds.unlabelled_cases()] == ["TCGA-TR-1"]  # neither XML nor mask
+    case = next(c for c in ds.train_cases() if c.case_id == "TCGA-TR-2")
+    label, _ = case.load_label()
+    inst, _ = case.load_instances()
+    assert label.sum() == 64 + 48 + 100 and inst.max() == 2  # the touching pair merges (documented)
+    conv = json.loads((out / "dataset.json").read_text())["conversion"]
+    assert conv["tiles"]["TCGA-TR-2"]["label_source"] == "binary_mask"
+    assert (conv["xml_train_tiles"], conv["binary_mask_train_tiles"], conv["labelled_train_tiles"]) == (1, 1, 2)
+    # XML only, on request
+    convert_monuseg(src, tmp_path / "xml_only", use_binary_masks=False)
+    assert len(RawDataset(tmp_path / "xml_only").unlabelled_cases()) == 2
+    # a mask of the wrong size is named
+    tifffile.imwrite(src / "MoNuSegTrainingData" / "Binary_masks" / "TCGA-TR-2.tif", np.zeros((40, 48), np.uint8))
+    with pytest.raises(DatasetError, match=r"TCGA-TR-2.tif: binary mask of shape \(40, 48\)"):
+        convert("monuseg", src, tmp_path / "bad")
+    tifffile.imwrite(src / "MoNuSegTrainingData" / "Binary_masks" / "TCGA-TR-2.tif", np.full((48, 48), 7, np.uint8))
+    with pytest.raises(DatasetError, match="TCGA-TR-2.tif: not a binary mask"):
+        convert("monuseg", src, tmp_path / "bad")
+
+
 def test_serial_and_parallel_conversion_agree(tmp_path):
     from medseg_bench.datasets.monuseg import convert_monuseg
 
@@ -169,7 +203,23 @@ def monuseg_src():
 
 def test_real_layout_is_recognised(monuseg_src):
     layout = find_layout(monuseg_src)
-    assert (len(layout["train"]), len(layout["test"]), len(layout["unlabelled"])) == (13, 14, 17)
+    assert (len(layout["train"]), len(layout["train_masks"]), len(layout["test"]), len(layout["unlabelled"])) == (13, 17, 14, 0)
+    xml_only = find_layout(monuseg_src, use_binary_masks=False)
+    assert (len(xml_only["train"]), len(xml_only["train_masks"]), len(xml_only["unlabelled"])) == (13, 0, 17)
+
+
+def test_real_binary_masks_agree_with_the_polygons(monuseg_src):
+    """Where a tile has both, the official binary mask and our polygon rasterisation are the same
+    annotation (so mask-labelled tiles are not a different labelling protocol)."""
+    from medseg_bench.io import read_image
+
+    layout = find_layout(monuseg_src)
+    masks = monuseg_src / "MoNuSegTrainingData" / "Binary_masks"
+    for case_id, (_, xml) in list(layout["train"].items())[:2]:
+        mask = read_image(masks / f"{case_id}.png")[0] > 0
+        inst, _ = rasterise_regions(parse_aperio_xml(xml)[0], mask.shape)
+        dice = 2 * (mask & (inst > 0)).sum() / (mask.sum() + (inst > 0).sum())
+        assert dice > 0.9, (case_id, dice)
 
 
 def test_real_tile_counts_match_xml(monuseg_src, tmp_path):
@@ -181,7 +231,7 @@ def test_real_tile_counts_match_xml(monuseg_src, tmp_path):
     (sub / "MoNuSegTestData").mkdir()
     tr_id, (tr_tif, tr_xml) = next(iter(layout["train"].items()))
     ts_id, (ts_tif, ts_xml) = next(iter(layout["test"].items()))
-    un_id, un_tif = next(iter(layout["unlabelled"].items()))
+    un_id, (un_tif, _) = next(iter(layout["train_masks"].items()))  # no mask folder linked: unlabelled
     for f, d in ((tr_tif, "MoNuSegTrainingData/Tissue_Images"), (un_tif, "MoNuSegTrainingData/Tissue_Images"),
                  (tr_xml, "MoNuSegTrainingData/Annotations"), (ts_tif, "MoNuSegTestData"), (ts_xml, "MoNuSegTestData")):
         os.symlink(f, sub / d / f.name)
@@ -202,13 +252,16 @@ def test_real_full_conversion(monuseg_src, tmp_path):
     out = convert("monuseg", monuseg_src, tmp_path / "monuseg")
     seconds = time.perf_counter() - t0
     ds = RawDataset(out)
-    assert (len(ds.train_cases()), len(ds.test_cases()), len(ds.unlabelled_cases())) == (13, 14, 17)
+    assert (len(ds.train_cases()), len(ds.test_cases()), len(ds.unlabelled_cases())) == (30, 14, 0)
     assert check_dataset(out) == []
     conv = json.loads((out / "dataset.json").read_text())["conversion"]
     documented = {"fewer than 3 distinct vertices", "covers no pixel centre (degenerate or outside the tile)",
                   "fully covered by later regions"}
+    assert (conv["xml_train_tiles"], conv["binary_mask_train_tiles"]) == (13, 17)
     for case in ds.train_cases() + ds.test_cases():
         tile = conv["tiles"][case.case_id]
+        if tile["label_source"] == "binary_mask":
+            continue
         inst, _ = case.load_instances()
         assert len(np.unique(inst[inst > 0])) == tile["instances"]
         assert tile["xml_regions"] - tile["instances"] == len(tile["dropped"])
