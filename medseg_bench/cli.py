@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="override the preset's number of iterations")
     p.add_argument("--rerun", action="store_true",
                    help="train again from scratch even if this cell finished (old run folder kept as .previous)")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation for the test-set evaluation")
 
     p = _sub(sub, "predict", "medseg_bench.training.cli:predict_command", "predict a folder of raw images with a trained run")
     p.add_argument("run_dir")

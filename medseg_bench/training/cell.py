@@ -133,7 +133,9 @@ def _check_same_settings(run_dir: Path, requested: dict) -> None:
     config = run_dir / "config.json"
     if not requested or not config.is_file():
         return
-    saved = json.loads(config.read_text()).get("settings") or {}
+    saved_config = json.loads(config.read_text())
+    # what was asked explicitly (a method's setup may change e.g. the iterations it was given)
+    saved = {**(saved_config.get("settings") or {}), **(saved_config.get("requested") or {})}
     diff = {k: (saved.get(k), v) for k, v in requested.items()
             if json.dumps(saved.get(k), sort_keys=True) != json.dumps(v, sort_keys=True)}
     if diff:
@@ -218,12 +220,14 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
         "started": started,
     }
     _write_json(run_dir / "plans.json", plans)
-    _write_json(run_dir / "config.json", {
-        "cell": cell, "settings": ctx.settings, "method_info": method_cls.info(),
+    requested = {k: v for k, v in {"iterations": iterations, **(overrides or {})}.items() if v is not None}
+    config = {
+        "cell": cell, "settings": ctx.settings, "requested": requested, "method_info": method_cls.info(),
         "budget_cases": labelled, "unlabelled_pool": pool, "test_cases": splits["test"],
         "dataset_meta": {k: raw.meta.get(k) for k in ("channel_names", "labels", "file_ending", "spacing", "instance_labels")},
         "provenance": provenance,
-    })
+    }
+    _write_json(run_dir / "config.json", config)
     record = {"record_version": RECORD_VERSION, "cell": cell, "status": "failed", "error": None,
               "method_info": method_cls.info(), "budget_cases": labelled, "n_labelled": len(labelled),
               "provenance": provenance, "metrics": None}
@@ -231,6 +235,7 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
         seed_everything(seed)
         method = method_cls()
         method.setup(ctx)
+        _write_json(run_dir / "config.json", config)  # again: setup may size the schedule (settings["iterations"])
         t0 = time.perf_counter()
         loop = method.fit(ctx) or {}
         train_time = float(loop.get("train_time_s", time.perf_counter() - t0)) if isinstance(loop, dict) else time.perf_counter() - t0

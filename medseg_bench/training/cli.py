@@ -24,7 +24,7 @@ def format_metrics(metrics: dict) -> str:
 
 
 def train_command(dataset, method, budget, seed=0, workdir=None, preset=None, config=None, device=None,
-                  resume=False, iterations=None, rerun=False) -> int:
+                  resume=False, iterations=None, rerun=False, tta=False) -> int:
     """Plan/preprocess if needed, train one cell, predict and evaluate the test set."""
     from ..methods import MethodNotFound
     from ..splits import BudgetError
@@ -33,7 +33,8 @@ def train_command(dataset, method, budget, seed=0, workdir=None, preset=None, co
     try:
         ensure_prepared(workdir, dataset)
         record = train_cell(workdir, dataset, method, budget, seed, preset=preset, config=config, device=device,
-                            resume=resume, iterations=iterations, rerun=rerun)
+                            resume=resume, iterations=iterations, rerun=rerun,
+                            overrides={"tta": True} if tta else None)
     except (BudgetError, MethodNotFound, FileNotFoundError, ValueError) as exc:
         print(f"medseg-bench train: {exc}", file=sys.stderr)
         return 2

@@ -88,6 +88,34 @@ def test_rerun_keeps_the_old_run_as_previous(grey_workdir, capsys):
     assert json.loads((previous / "record.json").read_text())["provenance"]["iterations"] == 2
 
 
+def test_config_json_records_the_schedule_a_method_sets_in_setup(grey_workdir):
+    """config.json is the exact config: a method that sizes its own schedule in setup (as the
+    teacher-student methods do) must not leave the preset's iteration count there."""
+    from medseg_bench.methods.supervised import Supervised
+
+    class SelfSized(Supervised):
+        name = "self_sized_test"
+
+        def setup(self, ctx):
+            ctx.settings["iterations"] = 2
+            super().setup(ctx)
+
+    wd = grey_workdir
+    rec = train_cell(wd, "blobs", SelfSized, 2, 0, preset="quick", iterations=5, progress=False, num_threads=1)
+    config = json.loads((wd.run_dir("blobs", "quick", "2d", "self_sized_test", 2, 0) / "config.json").read_text())
+    assert config["settings"]["iterations"] == 2 == rec["provenance"]["iterations"]
+    assert config["requested"] == {"iterations": 5}
+    # asking the same again returns the finished run (compared with what was asked, not what setup made of it)
+    assert train_cell(wd, "blobs", SelfSized, 2, 0, preset="quick", iterations=5, progress=False) == rec
+
+
+def test_train_tta_flag_reaches_the_test_evaluation(grey_workdir):
+    wd = grey_workdir
+    assert train_command("blobs", "supervised", "2", 1, workdir=wd.root, preset="quick", iterations=2, tta=True) == 0
+    config = json.loads((wd.run_dir("blobs", "quick", "2d", "supervised", 2, 1) / "config.json").read_text())
+    assert config["settings"]["tta"] is True and config["requested"] == {"iterations": 2, "tta": True}
+
+
 def test_budget_rules(grey_workdir, capsys):
     with pytest.raises(BudgetError, match="budget 'all' only"):
         train_cell(grey_workdir, "blobs", "supervised_full", 2, 0, preset="quick", iterations=1, progress=False)
