@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel cells for the local executor (default: one single-threaded worker per core; one per GPU)")
     p.add_argument("--rerun", action="store_true",
                    help="run finished cells again from scratch (default: finished cells are kept, whatever commit made them)")
+    p.add_argument("--records", default=None, metavar="DIR",
+                   help="count the cells that DIR holds done records for as finished, e.g. leaderboards/results "
+                        "(the reference benchmark resumes on a new machine from its committed records)")
 
     p = _sub(sub, "leaderboard", "medseg_bench.leaderboard.cli:leaderboard_command", "build leaderboard tables, plots and HTML from result records")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/leaderboards)")

@@ -133,11 +133,13 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                   method_classes: dict[str, type] | None = None, workers: int | None = None,
                   leaderboard: bool = True, progress: bool = True, extra: dict | None = None,
                   executor_options: dict | None = None, stream=None,
-                  rerun: bool = False) -> tuple[RunSummary, list[Cell]]:
+                  rerun: bool = False, records: str | Path | None = None) -> tuple[RunSummary, list[Cell]]:
     """The API behind ``medseg-bench run`` (see module docstring). Returns the summary and the grid.
 
     Finished cells are skipped, whatever commit produced them; ``rerun=True`` runs every cell of the
-    grid again from scratch (see :func:`medseg_bench.bench.results.reset_cell`).
+    grid again from scratch (see :func:`medseg_bench.bench.results.reset_cell`). ``records`` is a
+    folder of finished records (e.g. the committed ``leaderboards/results/``) whose cells count as done
+    (see :func:`medseg_bench.bench.results.import_records`); ignored with ``rerun``.
 
     ``cell_fn``, ``prepare_fn`` and ``method_classes`` replace the engine, the preparation step and the
     method registry (dependency injection for tests and custom drivers).
@@ -178,6 +180,14 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
             prefixes = tuple(getattr(classes.get(c.method), "shared_stages", None) or ())
             n_reset += reset_cell(workdir, c, prefixes)
         log(f"--rerun: {n_reset} finished cell(s) will run again (old run folders kept as *.previous)")
+    elif records is not None:
+        from .results import import_records
+
+        hashes = {ds: (plans.get(ds) or {}).get("dataset_hash") for ds in ds_names}
+        n_imported, warnings = import_records(workdir, cells, Path(records), hashes)
+        for w in warnings:
+            log(f"warning: {w}")
+        log(f"--records: {n_imported} finished cell(s) imported from {records}")
     estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
                  for c in cells}
     from .executors import make_executor
@@ -214,12 +224,13 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
 
 def run_command(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
                 budgets: list[str] | None = None, seeds: list[int] | None = None, preset: str | None = None,
-                executor: str = "local", rerun: bool = False, workers: int | None = None) -> int:
+                executor: str = "local", rerun: bool = False, workers: int | None = None,
+                records: str | None = None) -> int:
     """CLI handler: 0 when every cell is done, 1 when some failed (the leaderboard is written anyway),
     2 for a usage error (unknown dataset, method or budget)."""
     try:
         summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor, rerun=rerun,
-                                   workers=workers)
+                                   workers=workers, records=records)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

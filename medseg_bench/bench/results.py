@@ -30,6 +30,7 @@ __all__ = [
     "environment_info",
     "failure_record",
     "git_commit",
+    "import_records",
     "load_manifest",
     "load_manifest_methods",
     "load_records",
@@ -155,6 +156,57 @@ def sync_done_record(workdir: Path, cell: Cell) -> dict | None:
     record = _validate(read_json(src), src)
     write_record(workdir, record)
     return record
+
+
+IMPORTED_MARKER = "IMPORTED.json"
+
+
+def import_records(workdir: Path, cells: list[Cell], source: Path,
+                   dataset_hashes: dict[str, str | None] | None = None) -> tuple[int, list[str]]:
+    """Count the grid's cells that ``source`` holds a *done* record for as finished (``run --records``).
+
+    This is how a long grid (the CPU reference benchmark) accumulates across machines: the committed
+    ``leaderboards/results/`` is imported into a fresh workdir, and only the cells it lacks are run.
+    For each such cell that is not already done here, its run folder receives the record
+    (``record.json``), an ``IMPORTED.json`` note naming the source, and the ``DONE`` marker (last), so
+    every later step (skipping, ``--rerun``, the leaderboard) treats it like a cell finished here. The
+    folder has no checkpoint or predictions. Failed records are not imported (the cell runs again).
+
+    ``dataset_hashes`` (dataset name -> hash of the dataset in this workdir) guards against records of
+    different data: a record whose ``provenance.dataset_hash`` differs is not imported, with a warning.
+    Returns ``(number imported, warnings)``.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"--records: {source} is not a folder of result records")
+    by_key = {}
+    for record in load_records(source):
+        by_key[Cell.from_dict(record["cell"]).key] = record
+    n, warnings = 0, []
+    for cell in cells:
+        record = by_key.get(cell.key)
+        if record is None or record.get("status") != "done" or cell_is_done(workdir, cell):
+            continue
+        want = (dataset_hashes or {}).get(cell.dataset)
+        have = (record.get("provenance") or {}).get("dataset_hash")
+        if want and have and want != have:
+            warnings.append(f"{source / (cell.key + '.json')}: recorded on other data "
+                            f"(dataset hash {have[:12]} != {want[:12]} here); not imported, the cell runs")
+            continue
+        run_dir = cell.run_dir(workdir)
+        if run_dir.exists():  # a partial run here: keep it aside, the imported result wins
+            previous = run_dir.with_name(run_dir.name + ".previous")
+            if previous.exists():
+                import shutil
+
+                shutil.rmtree(previous)
+            os.replace(run_dir, previous)
+        write_json_atomic(run_dir / "record.json", record)
+        write_json_atomic(run_dir / IMPORTED_MARKER, {"source": str(source.resolve()), "imported": _now()})
+        write_json_atomic(run_dir / DONE_MARKER, {"imported": True})
+        write_record(workdir, record)
+        n += 1
+    return n, warnings
 
 
 def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:

@@ -135,3 +135,64 @@ def test_rerun_flag_reaches_the_runner():
     args = build_parser().parse_args(["run", "--rerun", "--preset", "demo"])
     assert args.rerun is True
     assert build_parser().parse_args(["run"]).rerun is False
+
+
+def test_records_from_another_workdir_count_as_done(tmp_path):
+    """``run --records DIR``: a grid resumes on a new machine from committed records (the reference
+    benchmark); failed records and records of other data are not imported; --rerun ignores them."""
+    first = tmp_path / "first"
+    toy_dataset(first, "toy_a")
+    summary, cells = _run(first, workers=0, datasets=["toy_a"], budgets=[2, "all"])
+    assert summary.ok and len(cells) >= 3
+    source = tmp_path / "committed"
+    source.mkdir()
+    for c in cells:
+        (source / f"{c.key}.json").write_text((first / "results" / f"{c.key}.json").read_text())
+    failed, other, kept = cells[0], cells[1], cells[2:]
+    rec = json.loads((source / f"{failed.key}.json").read_text())
+    rec["status"], rec["error"] = "failed", "boom"
+    (source / f"{failed.key}.json").write_text(json.dumps(rec))
+    rec = json.loads((source / f"{other.key}.json").read_text())
+    rec.setdefault("provenance", {})["dataset_hash"] = "0" * 64  # made from other data
+    (source / f"{other.key}.json").write_text(json.dumps(rec))
+
+    def prepare_with_hash(workdir, dataset):
+        fake_prepare(workdir, dataset)
+        path = workdir / "preprocessed" / dataset / "plans.json"
+        plans = json.loads(path.read_text())
+        plans["dataset_hash"] = "h"  # what the fake engine records
+        path.write_text(json.dumps(plans))
+
+    fresh = tmp_path / "fresh"
+    toy_dataset(fresh, "toy_a")
+    out = []
+
+    class Log:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            pass
+
+    again, _ = run_benchmark(fresh, datasets=["toy_a"], budgets=[2, "all"], preset="demo", cell_fn=fake_cell_fn,
+                             prepare_fn=prepare_with_hash, method_classes=METHODS, progress=True, leaderboard=False,
+                             workers=0, records=source, stream=Log())
+    text = "".join(out)
+    assert f"--records: {len(kept)} finished cell(s) imported" in text
+    assert "recorded on other data" in text and other.key in text
+    assert again.skipped == len(kept) and again.done == 2  # the failed and the other-data cells ran here
+    assert len(_calls(fresh)) == 2
+    for c in kept:
+        assert (c.run_dir(fresh) / "IMPORTED.json").is_file()
+        assert json.loads((fresh / "results" / f"{c.key}.json").read_text()) == \
+            json.loads((source / f"{c.key}.json").read_text())
+    # imported cells are finished cells from now on, also without --records; --rerun runs them again
+    third, _ = _run(fresh, workers=0, datasets=["toy_a"], budgets=[2, "all"])
+    assert third.skipped == len(cells) and len(_calls(fresh)) == 2
+    fourth, _ = _run(fresh, workers=0, datasets=["toy_a"], budgets=[2, "all"], rerun=True, records=source)
+    assert fourth.done == len(cells) and len(_calls(fresh)) == 2 + len(cells)
+
+
+def test_records_folder_must_exist(wd, capsys):
+    assert run_command(wd, datasets=["toy_a"], preset="demo", records=str(wd / "nope")) == 2
+    assert "nope is not a folder of result records" in capsys.readouterr().err
