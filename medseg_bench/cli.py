@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/raw/<name>)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--preview", action="store_true", help="also write a PNG montage")
+    p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a converter option, repeatable (e.g. monuseg: use_binary_masks=false); `datasets list` shows them")
     p = _sub(ds_sub, "check", "medseg_bench.datasets.catalogue:check_command", "check a raw dataset and report every problem found")
     p.add_argument("path", help="raw dataset folder, or a dataset name under <workdir>/raw")
 

@@ -22,12 +22,14 @@ __all__ = [
     "ConverterSpec",
     "GeneratorSpec",
     "convert",
+    "converter_options",
     "default_dataset_name",
     "generate",
     "get_converter",
     "get_generator",
     "list_converters",
     "list_generators",
+    "parse_option",
     "register_converter",
     "register_generator",
 ]
@@ -143,12 +145,42 @@ def generate(name: str, out_dir: Path, size: str = "small", seed: int = 0, overw
     return out_dir
 
 
-def convert(name: str, src: Path, out_dir: Path, overwrite: bool = False) -> Path:
+def converter_options(name: str) -> dict:
+    """A converter's keyword options and their defaults (``datasets convert --option KEY=VALUE``)."""
+    import inspect
+
+    params = list(inspect.signature(get_converter(name).fn).parameters.values())[2:]  # after (src, out_dir)
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def convert(name: str, src: Path, out_dir: Path, overwrite: bool = False, options: dict | None = None) -> Path:
+    """Run a registered converter ``src -> out_dir``; ``options`` are its keyword options
+    (see :func:`converter_options`; an unknown one is a ``ValueError`` listing the known ones)."""
     spec = get_converter(name)
     src, out_dir = Path(src), Path(out_dir)
+    options = dict(options or {})
+    known = converter_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        listed = ", ".join(f"{k} (default {v!r})" for k, v in known.items()) or "none"
+        raise ValueError(f"converter {name!r} has no option {', '.join(unknown)}; its options: {listed}")
     if not src.exists():
         raise FileNotFoundError(f"{src}: source folder does not exist")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
-    spec.fn(src, out_dir)
+    spec.fn(src, out_dir, **options)
     return out_dir
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(key, value)``; VALUE is read as JSON when it parses (``false``, ``2``),
+    else kept as a string. A missing ``=`` is a ``ValueError``."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option {text!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value

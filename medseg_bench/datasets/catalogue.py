@@ -7,7 +7,16 @@ from pathlib import Path
 
 from ..io import DatasetError, RawDataset, check_dataset
 from ..workdir import Workdir
-from . import convert, default_dataset_name, generate, get_converter, list_converters, list_generators
+from . import (
+    convert,
+    converter_options,
+    default_dataset_name,
+    generate,
+    get_converter,
+    list_converters,
+    list_generators,
+    parse_option,
+)
 
 __all__ = ["check_command", "convert_command", "generate_command", "list_command"]
 
@@ -17,9 +26,12 @@ def list_command(workdir: Path) -> int:
     print("Built-in generators (medseg-bench datasets generate NAME --size tiny|small|full):")
     for g in list_generators():
         print(f"  {g.name:<14} {g.dims}D {g.modality:<8} v{g.version}  {g.description}")
-    print("\nConverters for public data (medseg-bench datasets convert NAME --src DIR):")
+    print("\nConverters for public data (medseg-bench datasets convert NAME --src DIR [--option KEY=VALUE]):")
     for c in list_converters():
         print(f"  {c.name:<14} v{c.version}  {c.description}")
+        opts = converter_options(c.name)
+        if opts:
+            print(f"  {'':<14} options: " + ", ".join(f"{k}={v!r}" for k, v in opts.items()))
     print(f"\nDatasets in {wd.raw}:")
     found = sorted(d for d in wd.raw.iterdir() if (d / "dataset.json").exists()) if wd.raw.is_dir() else []
     if not found:
@@ -63,12 +75,13 @@ def generate_command(name: str, workdir: Path, out: str | None = None, size: str
 
 
 def convert_command(name: str, src: str, workdir: Path, out: str | None = None, overwrite: bool = False,
-                    preview: bool = False) -> int:
+                    preview: bool = False, option: list[str] | None = None) -> int:
     wd = Workdir(Path(workdir))
     try:
         spec = get_converter(name)
+        options = dict(parse_option(o) for o in option or [])
         target = Path(out) if out else wd.raw_dataset(spec.dataset_name(Path(src)))
-        convert(name, Path(src), target, overwrite=overwrite)
+        convert(name, Path(src), target, overwrite=overwrite, options=options)
     except (KeyError, FileNotFoundError, FileExistsError, DatasetError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

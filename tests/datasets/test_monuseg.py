@@ -269,3 +269,22 @@ def test_real_full_conversion(monuseg_src, tmp_path):
         assert {d["reason"] for d in tile["dropped"]} <= documented
     print(f"monuseg: {conv['instances']} instances from {conv['xml_regions']} XML regions in {seconds:.1f} s")
     assert conv["instances"] >= 0.99 * conv["xml_regions"]
+
+
+def test_cli_converter_options(tmp_path, capsys):
+    """``datasets convert --option KEY=VALUE`` reaches the converter; an unknown option is named with the
+    known ones; ``datasets list`` shows them."""
+    src = _fake_monuseg(tmp_path / "src", n_train=1, n_unl=1, n_test=1, n_mask=1)
+    wd = tmp_path / "wd"
+    assert main(["datasets", "convert", "monuseg", "--src", str(src), "--workdir", str(wd), "--out",
+                 str(tmp_path / "xml_only"), "--option", "use_binary_masks=false"]) == 0
+    assert len(RawDataset(tmp_path / "xml_only").unlabelled_cases()) == 2  # the mask-only tile stays unlabelled
+    assert main(["datasets", "convert", "monuseg", "--src", str(src), "--workdir", str(wd), "--out",
+                 str(tmp_path / "bad"), "--option", "use_masks=false"]) == 2
+    err = capsys.readouterr().err
+    assert "no option use_masks" in err and "use_binary_masks (default True)" in err
+    assert not (tmp_path / "bad").exists()
+    assert main(["datasets", "convert", "monuseg", "--src", str(src), "--workdir", str(wd), "--option", "oops"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["datasets", "list", "--workdir", str(wd)]) == 0
+    assert "use_binary_masks=True" in capsys.readouterr().out
