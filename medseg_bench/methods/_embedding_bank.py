@@ -13,6 +13,13 @@ Matching a query embedding ``q`` (unit vector):
 * ``"prototype"``: cosine similarity to each class's prototype (the re-normalised mean of its
   references); the label is the most similar prototype.
 
+Class-balanced references make the vote estimate the class *given equal priors*: a query that looks
+equally like both classes gets half of its vote from a rare class's references. With ``prior`` (the
+class frequencies of the labelled voxels, which the bank tracks in :attr:`EmbeddingBank.class_counts`)
+the vote shares are multiplied by the priors and renormalised — the Bayes correction for sampling
+classes in equal numbers (as in classifiers trained on re-balanced data, e.g. Saerens, Latinne &
+Decaestecker, Neural Computation 2002). Without it, ambiguous voxels drift to the rare class.
+
 Which labelled voxels enter the bank: :func:`sample_per_class`, optionally with hard-example
 sampling (a share of each class's samples are the voxels the teacher gets most wrong), so that the
 references also cover the look-alikes of other classes (e.g. femur and sacrum, background that
@@ -73,6 +80,20 @@ class EmbeddingBank:
         self.emb = torch.zeros(num_classes, size, dim, device=device)
         self.count = torch.zeros(num_classes, dtype=torch.long, device=device)
         self.ptr = torch.zeros(num_classes, dtype=torch.long, device=device)
+        #: labelled voxels seen per class (all of each labelled batch, not only those stored): the prior
+        self.class_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def count_labels(self, labels: torch.Tensor) -> None:
+        """Add a labelled batch's voxels (values outside ``[0, K)`` ignored) to :attr:`class_counts`."""
+        flat = labels.reshape(-1)
+        flat = flat[(flat >= 0) & (flat < self.num_classes)]
+        self.class_counts += torch.bincount(flat, minlength=self.num_classes).to(self.class_counts)
+
+    def class_prior(self) -> torch.Tensor | None:
+        """Class frequencies ``(K,)`` of the labelled voxels counted so far (None before any)."""
+        total = float(self.class_counts.sum())
+        return (self.class_counts / total).float() if total > 0 else None
 
     # -- filling -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -117,9 +138,10 @@ class EmbeddingBank:
     # -- matching ------------------------------------------------------------------------------------
     @torch.no_grad()
     def match(self, queries: torch.Tensor, rule: str = "knn", k: int = 10, temperature: float = 0.1,
-              chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+              chunk: int = 4096, prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels ``(M,)`` long and confidences ``(M,)`` in [0, 1] (the winning class's share of the
         vote, or its softmax share over prototypes) of ``queries`` ``(M, dim)`` unit vectors.
+        ``prior`` ``(K,)``: class priors that re-weight the shares (module docstring); None: equal.
 
         Raises:
             RuntimeError: the bank is not :meth:`ready`. ValueError: unknown ``rule``.
@@ -145,7 +167,9 @@ class EmbeddingBank:
                 votes.scatter_add_(1, ref_labels[idx], w)
             else:
                 votes = torch.softmax((q @ protos.T).masked_fill(~pvalid[None], float("-inf")) / temperature, dim=1)
-            share = votes / votes.sum(1, keepdim=True)
+            if prior is not None:
+                votes = votes * prior.to(votes)[None, :]
+            share = votes / votes.sum(1, keepdim=True).clamp_min(1e-30)
             conf, lab = share.max(1)
             labels_out.append(lab)
             conf_out.append(conf)
@@ -173,7 +197,8 @@ class EmbeddingBank:
 
     # -- checkpoint ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"emb": self.emb.clone(), "count": self.count.clone(), "ptr": self.ptr.clone()}
+        return {"emb": self.emb.clone(), "count": self.count.clone(), "ptr": self.ptr.clone(),
+                "class_counts": self.class_counts.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`.
@@ -187,3 +212,5 @@ class EmbeddingBank:
         self.emb = state["emb"].to(dev).clone()
         self.count = state["count"].to(dev).clone()
         self.ptr = state["ptr"].to(dev).clone()
+        if "class_counts" in state:  # absent in checkpoints written before the prior existed
+            self.class_counts = state["class_counts"].to(dev).clone()

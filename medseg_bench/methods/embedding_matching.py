@@ -157,7 +157,7 @@ class EmbeddingMatching(Method):
     hparams = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True, "schedule": "poly",
                "ema_decay": 0.99, "mc_passes": 8, "mc_dropout": 0.1, "entropy_threshold": 0.5, "embed_dim": 32,
                "bank_size": 512, "bank_update_per_class": 64, "bank_hard_fraction": 0.5, "matching": "knn",
-               "knn_k": 10, "temperature": 0.1,
+               "knn_k": 10, "temperature": 0.1, "prior_correction": False,
                "max_matched_voxels": 4096, "embed_samples_per_class": 128, "embed_weight": 1.0,
                "pseudo_weight": 1.0, "entropy_weight": 0.1, "rampup_fraction": 0.3, "noise_std": 0.1,
                "noise_clip": 0.2, "predict_with": "teacher", "cost_factor": 3.3,
@@ -215,7 +215,9 @@ class EmbeddingMatching(Method):
             if self.bank.ready():
                 if idx.numel() > int(h["max_matched_voxels"]):
                     idx = idx[torch.randperm(idx.numel(), device=idx.device)[: int(h["max_matched_voxels"])]]
-                lab, _ = self.bank.match(teacher.embeddings_at(feats_u, idx), h["matching"], int(h["knn_k"]), float(h["temperature"]))
+                prior = self.bank.class_prior() if h["prior_correction"] else None
+                lab, _ = self.bank.match(teacher.embeddings_at(feats_u, idx), h["matching"], int(h["knn_k"]),
+                                         float(h["temperature"]), prior=prior)
                 flat_p[idx] = lab
                 matched = idx.numel()
         n = max(1, flat_p.numel())
@@ -240,6 +242,7 @@ class EmbeddingMatching(Method):
         with torch.no_grad():
             t_feats = teacher.features(torch.cat([xl, xu]))
             ylf = yl.reshape(-1)
+            self.bank.count_labels(ylf)
             hard = self.labelled_hardness(t_feats[:b], ylf)
             frac = float(h["bank_hard_fraction"])
             pick = sample_per_class(ylf, k, int(h["bank_update_per_class"]), hard, frac)

@@ -243,8 +243,11 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
         metrics = _predict_and_evaluate(method, ctx, raw, splits["test"], run_dir)
         from ..networks import count_parameters
 
+        # wall_time_s is this attempt's; train_time_s sums every attempt of a resumed run (resumed_from > 0)
+        resumed_from = int(loop.get("resumed_from") or 0) if isinstance(loop, dict) else 0
         provenance.update(finished=_now(), wall_time_s=round(time.perf_counter() - t_start, 2),
                           train_time_s=round(train_time, 2), inference_time_s=round(time.perf_counter() - t1, 2),
+                          resumed_from=resumed_from,
                           parameters=count_parameters(*method.networks.values()), peak_memory_mb=peak_memory_mb(dev),
                           iterations=ctx.iterations if method_cls.trains else 0)
         record.update(status="done", metrics=metrics)

@@ -79,6 +79,29 @@ def test_knn_is_class_balanced_not_count_biased():
     assert int(pred[0]) == 1
 
 
+@pytest.mark.parametrize("rule", ["knn", "prototype"])
+def test_prior_correction_moves_ambiguous_queries_to_the_common_class(rule):
+    """A query half-way between the two classes: without a prior the balanced bank gives each class
+    about half of the vote; with the labelled voxels' class frequencies (95 % background) it goes to
+    the background, while a query at the rare class's centre keeps its label. The counts are part of
+    the bank's state (exact resume)."""
+    emb, lab, centres = _clusters(30, k=2, noise=0.05)
+    bank = EmbeddingBank(2, size=64, dim=8)
+    bank.add(emb, lab)
+    assert bank.class_prior() is None
+    bank.count_labels(torch.tensor([0] * 95 + [1] * 5 + [-1] * 7))  # -1 (ignored) is not counted
+    assert torch.allclose(bank.class_prior(), torch.tensor([0.95, 0.05]))
+    middle = F.normalize(centres[0] + centres[1], dim=0)[None]
+    _, conf_flat = bank.match(middle, rule=rule, k=60, temperature=1.0)
+    pred, conf = bank.match(middle, rule=rule, k=60, temperature=1.0, prior=bank.class_prior())
+    assert float(conf_flat[0]) < 0.75 and int(pred[0]) == 0 and float(conf[0]) > 0.85
+    pred, _ = bank.match(centres[1:2], rule=rule, k=10, temperature=0.1, prior=bank.class_prior())
+    assert int(pred[0]) == 1
+    b2 = EmbeddingBank(2, size=64, dim=8)
+    b2.load_state_dict(bank.state_dict())
+    assert torch.equal(b2.class_counts, bank.class_counts)
+
+
 def test_contrastive_loss_prefers_matching_classes():
     emb, lab, _ = _clusters(20, noise=0.1)
     bank = EmbeddingBank(3, size=16, dim=8)

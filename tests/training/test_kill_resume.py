@@ -58,6 +58,8 @@ def test_sigkill_and_resume_reproduces_metrics(tmp_path):
     resumed = train_cell(wd2, "blobs", "supervised", 4, 0, progress=False, resume=True, **KW)
     print(f"killed at iteration {killed_at}; Dice uninterrupted {_dice(ref):.4f}, resumed {_dice(resumed):.4f}")
     assert round(_dice(resumed), 3) == round(_dice(ref), 3)
+    assert ref["provenance"]["resumed_from"] == 0
+    assert 0 < resumed["provenance"]["resumed_from"] <= killed_at  # the last checkpoint before the kill
     for a, b in zip(ref["metrics"]["per_case"], resumed["metrics"]["per_case"]):
         assert a["classes"]["blob"]["dice"] == pytest.approx(b["classes"]["blob"]["dice"], abs=5e-4)
     logged = [json.loads(x) for x in log.read_text().splitlines()]
