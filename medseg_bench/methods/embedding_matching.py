@@ -157,7 +157,7 @@ class EmbeddingMatching(Method):
     hparams = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True, "schedule": "poly",
                "ema_decay": 0.99, "mc_passes": 8, "mc_dropout": 0.1, "entropy_threshold": 0.5, "embed_dim": 32,
                "bank_size": 512, "bank_update_per_class": 64, "bank_hard_fraction": 0.5, "matching": "knn",
-               "knn_k": 10, "temperature": 0.1, "prior_correction": False,
+               "knn_k": 10, "temperature": 0.1, "prior_correction": False, "embed_detach": False,
                "max_matched_voxels": 4096, "embed_samples_per_class": 128, "embed_weight": 1.0,
                "pseudo_weight": 1.0, "entropy_weight": 0.1, "rampup_fraction": 0.3, "noise_std": 0.1,
                "noise_clip": 0.2, "predict_with": "teacher", "cost_factor": 3.3,
@@ -256,8 +256,10 @@ class EmbeddingMatching(Method):
         pl = F.cross_entropy(lu, pseudo, ignore_index=-1) if bool(valid.any()) else lu.sum() * 0.0
         ent = normalised_entropy(torch.softmax(lu, dim=1)).mean()
         anchors = sample_per_class(ylf, k, int(h["embed_samples_per_class"]), hard, frac)
-        emb = self.bank.contrastive_loss(student.embeddings_at(s_feats[:b], anchors), ylf[anchors],
-                                         float(h["temperature"]))
+        # embed_detach: the contrastive term trains the embedding head only, not the decoder features the
+        # segmentation uses (measured on ct_hip_small: the shared-feature version costs Dice)
+        e_feats = s_feats[:b].detach() if h["embed_detach"] else s_feats[:b]
+        emb = self.bank.contrastive_loss(student.embeddings_at(e_feats, anchors), ylf[anchors], float(h["temperature"]))
         w = unsup_weight(ctx.iteration, ctx.iterations, 1.0, h["rampup_fraction"])
         loss = sup + w * (float(h["pseudo_weight"]) * pl + float(h["entropy_weight"]) * ent) + float(h["embed_weight"]) * emb
         return {"loss": loss, "supervised": sup.detach(), "pseudo": pl.detach(), "entropy": ent.detach(),

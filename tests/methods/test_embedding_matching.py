@@ -231,3 +231,30 @@ def test_training_learns_separating_embeddings_and_resumable_state(tmp_path):
     m2.setup(ctx)
     m2.load_state_dict(m.state_dict())
     assert torch.equal(m2.bank.emb, m.bank.emb) and torch.equal(m2.bank.ptr, m.bank.ptr)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_embed_detach_keeps_the_contrastive_term_off_the_segmentation_features(tmp_path, detach):
+    """With ``embed_detach`` the embedding loss trains the embedding head only: with every other loss
+    switched off, one step gives the U-Net no gradient; without it the decoder gets one."""
+    ctx, ids = _ctx(tmp_path)
+    torch.manual_seed(0)
+    m = get_method("embedding_matching")(mc_passes=1, embed_detach=detach)
+    m.setup(ctx)
+    m.train(True)
+    xl = torch.randn(2, 1, 32, 32)
+    yl = (torch.rand(2, 1, 32, 32) > 0.7).long()
+    with torch.no_grad():  # a ready bank
+        e = m.networks["teacher"].embeddings(m.networks["teacher"].features(xl)).movedim(1, -1).reshape(-1, m.hp["embed_dim"])
+    m.bank.add(e, yl.reshape(-1))
+    ctx.iteration = 0
+    m.hp.update(pseudo_weight=0.0, entropy_weight=0.0)
+    ctx.segmentation_loss = lambda logits, target: logits.sum() * 0.0  # only the embedding term is left
+    out = m.training_step({"data": xl, "seg": yl}, {"data": torch.randn(2, 1, 32, 32)}, ctx)
+    student = m.networks["network"]
+    student.zero_grad()
+    out["loss"].backward()
+    head = sum(float(p.grad.abs().sum()) for p in student.embed.parameters() if p.grad is not None)
+    unet = sum(float(p.grad.abs().sum()) for p in student.unet.parameters() if p.grad is not None)
+    assert head > 0
+    assert (unet == 0) if detach else (unet > 0)
