@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", default=None, metavar="DIR",
                    help="count the cells that DIR holds done records for as finished, e.g. leaderboards/results "
                         "(the reference benchmark resumes on a new machine from its committed records)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="prepare the datasets, list the cells still to run with their estimated cost, train nothing")
 
     p = _sub(sub, "leaderboard", "medseg_bench.leaderboard.cli:leaderboard_command", "build leaderboard tables, plots and HTML from result records")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/leaderboards)")

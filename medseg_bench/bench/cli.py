@@ -133,13 +133,16 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                   method_classes: dict[str, type] | None = None, workers: int | None = None,
                   leaderboard: bool = True, progress: bool = True, extra: dict | None = None,
                   executor_options: dict | None = None, stream=None,
-                  rerun: bool = False, records: str | Path | None = None) -> tuple[RunSummary, list[Cell]]:
+                  rerun: bool = False, records: str | Path | None = None,
+                  dry_run: bool = False) -> tuple[RunSummary, list[Cell]]:
     """The API behind ``medseg-bench run`` (see module docstring). Returns the summary and the grid.
 
     Finished cells are skipped, whatever commit produced them; ``rerun=True`` runs every cell of the
     grid again from scratch (see :func:`medseg_bench.bench.results.reset_cell`). ``records`` is a
     folder of finished records (e.g. the committed ``leaderboards/results/``) whose cells count as done
-    (see :func:`medseg_bench.bench.results.import_records`); ignored with ``rerun``.
+    (see :func:`medseg_bench.bench.results.import_records`); ignored with ``rerun``. ``dry_run``
+    prepares the datasets (generate, plan, preprocess), prints the cells still to run with their
+    estimated cost, and trains nothing (``records``/``rerun`` are not applied).
 
     ``cell_fn``, ``prepare_fn`` and ``method_classes`` replace the engine, the preparation step and the
     method registry (dependency injection for tests and custom drivers).
@@ -171,6 +174,10 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                         explicit_methods=bool(methods), warn=log)
     if not cells:
         raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
+    estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
+                 for c in cells}
+    if dry_run:
+        return _dry_run(workdir, cells, estimates, workers, stream), cells
     update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})})
     if rerun:
         from .results import reset_cell
@@ -188,8 +195,6 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
         for w in warnings:
             log(f"warning: {w}")
         log(f"--records: {n_imported} finished cell(s) imported from {records}")
-    estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
-                 for c in cells}
     from .executors import make_executor
     from .results import cell_is_done
 
@@ -222,15 +227,37 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     return summary, cells
 
 
+def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], workers: int | None,
+             stream) -> RunSummary:
+    """Print what a run would do: cells to run per dataset and method, with estimated CPU time."""
+    from .results import cell_is_done
+
+    todo = [c for c in cells if not cell_is_done(workdir, c)]
+    n_workers = workers or max(1, min(os.cpu_count() or 1, len(todo) or 1))
+    rows: dict[tuple[str, str], list[Cell]] = {}
+    for c in todo:
+        rows.setdefault((c.dataset, c.method), []).append(c)
+    print(f"dry run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run", file=stream)
+    if todo:
+        print(f"  {'dataset':<20} {'method':<22} {'cells':>5} {'est. cell-min':>13}  budgets", file=stream)
+        for (ds, m), cs in sorted(rows.items()):
+            budgets = " ".join(dict.fromkeys(str(c.budget) for c in cs))
+            print(f"  {ds:<20} {m:<22} {len(cs):>5} {sum(estimates[c] for c in cs) / 60:>13.1f}  {budgets}", file=stream)
+        total = sum(estimates[c] for c in todo)
+        print(f"estimated {total / 3600:.1f} cell-hours: ~{total / 3600 / n_workers:.1f} h on {n_workers} worker(s) "
+              "(the plans' step-time model, not a measurement of this machine)", file=stream)
+    return RunSummary(total=len(cells), skipped=len(cells) - len(todo))
+
+
 def run_command(workdir: Path, datasets: list[str] | None = None, methods: list[str] | None = None,
                 budgets: list[str] | None = None, seeds: list[int] | None = None, preset: str | None = None,
                 executor: str = "local", rerun: bool = False, workers: int | None = None,
-                records: str | None = None) -> int:
+                records: str | None = None, dry_run: bool = False) -> int:
     """CLI handler: 0 when every cell is done, 1 when some failed (the leaderboard is written anyway),
     2 for a usage error (unknown dataset, method or budget)."""
     try:
         summary, _ = run_benchmark(workdir, datasets, methods, budgets, seeds, preset, executor, rerun=rerun,
-                                   workers=workers, records=records)
+                                   workers=workers, records=records, dry_run=dry_run)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -196,3 +196,25 @@ def test_records_from_another_workdir_count_as_done(tmp_path):
 def test_records_folder_must_exist(wd, capsys):
     assert run_command(wd, datasets=["toy_a"], preset="demo", records=str(wd / "nope")) == 2
     assert "nope is not a folder of result records" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_cells_to_run_and_trains_nothing(wd, capsys):
+    _, cells = _run(wd, workers=0, datasets=["toy_a"], budgets=[2])
+    lost = cells[0]
+    (lost.run_dir(wd) / "DONE").unlink()
+    calls = len(_calls(wd))
+    capsys.readouterr()
+    summary, grid = _run(wd, workers=0, datasets=["toy_a", "toy_b"], budgets=[2], dry_run=True)
+    err = capsys.readouterr().err
+    assert len(grid) == 2 * len(cells) and summary.done == 0 and summary.skipped == len(cells) - 1
+    assert f"dry run: {len(grid)} cells, {len(cells) - 1} already done, {len(cells) + 1} to run" in err
+    assert "toy_b" in err and lost.method in err and "cell-hours" in err
+    assert len(_calls(wd)) == calls  # nothing trained
+    assert not any(c.run_dir(wd).exists() for c in grid if c.dataset == "toy_b")
+
+
+def test_dry_run_flag_reaches_the_runner():
+    from medseg_bench.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--dry-run", "--records", "leaderboards/results"])
+    assert args.dry_run is True and args.records == "leaderboards/results"
