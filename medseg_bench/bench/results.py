@@ -161,6 +161,17 @@ def sync_done_record(workdir: Path, cell: Cell) -> dict | None:
 IMPORTED_MARKER = "IMPORTED.json"
 
 
+def _set_aside(run_dir: Path) -> None:
+    """Move an existing run folder to ``<run folder>.previous`` (replacing an older one)."""
+    import shutil
+
+    if run_dir.exists():
+        previous = run_dir.with_name(run_dir.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(run_dir, previous)
+
+
 def import_records(workdir: Path, cells: list[Cell], source: Path,
                    dataset_hashes: dict[str, str | None] | None = None) -> tuple[int, list[str]]:
     """Count the grid's cells that ``source`` holds a *done* record for as finished (``run --records``).
@@ -194,13 +205,7 @@ def import_records(workdir: Path, cells: list[Cell], source: Path,
                             f"(dataset hash {have[:12]} != {want[:12]} here); not imported, the cell runs")
             continue
         run_dir = cell.run_dir(workdir)
-        if run_dir.exists():  # a partial run here: keep it aside, the imported result wins
-            previous = run_dir.with_name(run_dir.name + ".previous")
-            if previous.exists():
-                import shutil
-
-                shutil.rmtree(previous)
-            os.replace(run_dir, previous)
+        _set_aside(run_dir)  # a partial run here is kept aside; the imported result wins
         write_json_atomic(run_dir / "record.json", record)
         write_json_atomic(run_dir / IMPORTED_MARKER, {"source": str(source.resolve()), "imported": _now()})
         write_json_atomic(run_dir / DONE_MARKER, {"imported": True})
@@ -223,11 +228,7 @@ def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:
 
     run_dir = cell.run_dir(workdir)
     done = cell_is_done(workdir, cell)
-    if run_dir.exists():
-        previous = run_dir.with_name(run_dir.name + ".previous")
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(run_dir, previous)
+    _set_aside(run_dir)
     stages = Workdir(Path(workdir)).root / "stages" / cell.dataset / cell.preset
     for prefix in stage_prefixes:
         for folder in sorted(stages.glob(f"{prefix}*/seed_{cell.seed}")) if stages.is_dir() else []:
