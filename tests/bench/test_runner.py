@@ -218,3 +218,44 @@ def test_dry_run_flag_reaches_the_runner():
 
     args = build_parser().parse_args(["run", "--dry-run", "--records", "leaderboards/results"])
     assert args.dry_run is True and args.records == "leaderboards/results"
+
+
+class _SerialExecutor:
+    """One task at a time, run inline; remembers the start order."""
+
+    name, capacity, num_threads, device = "serial", 1, 1, None
+
+    def __init__(self):
+        self.order, self._done = [], []
+
+    def start(self):
+        pass
+
+    def submit(self, tasks):
+        for t in tasks:
+            self.order.append(t.cell)
+            self._done.append((t, fake_cell_fn(t.workdir, t.cell.dataset, t.cell.method, t.cell.budget,
+                                               t.cell.seed, preset=t.cell.preset, config=t.cell.configuration)))
+
+    def poll(self, timeout):
+        done, self._done = self._done, []
+        return done
+
+    def running(self):
+        return len(self._done)
+
+    def shutdown(self, cancel=False):
+        pass
+
+
+def test_cells_run_seed_by_seed_longest_first_within_a_seed(tmp_path):
+    from medseg_bench.bench.grid import Cell
+    from medseg_bench.bench.runner import run_cells
+
+    cells = [Cell("toy_a", "demo", "2d", m, b, s) for s in (2, 0, 1) for m in ("long", "short") for b in (2, 4)]
+    estimates = {c: (100.0 if c.method == "long" else 1.0) + c.budget for c in cells}
+    ex = _SerialExecutor()
+    summary = run_cells(tmp_path, cells, ex, estimates=estimates, progress=False, poll_s=0.0)
+    assert summary.ok and summary.done == len(cells)
+    assert [c.seed for c in ex.order] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [(c.method, c.budget) for c in ex.order[:4]] == [("long", 4), ("long", 2), ("short", 4), ("short", 2)]
