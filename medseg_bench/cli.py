@@ -8,8 +8,11 @@ arguments (``workdir`` already resolved). A stage whose module is not in this ve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
 
@@ -135,6 +138,25 @@ def _resolve(target: str):
     return getattr(module, func_name, None)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C while a command runs: the same clean stop (a grid cancels its workers,
+    finished results are kept and a re-run resumes). Background jobs need this: a shell starts them with
+    SIGINT ignored, so ``kill PID`` (SIGTERM; also what Slurm sends before a kill) is their Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -154,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "datasets_command")}
     kwargs["workdir"] = resolve_workdir(kwargs.get("workdir"))
     try:
-        return int(func(**kwargs) or 0)
+        with _sigterm_as_interrupt():
+            return int(func(**kwargs) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
