@@ -104,6 +104,21 @@ def _metric_table(board: Board, rows: list[BoardRow], metric: str, with_rank: bo
     return lines
 
 
+def _machines_text(machines: list[dict]) -> str:
+    parts = []
+    for m in machines:
+        probe = []
+        if m["probe_min_ms"] is not None:
+            lo, hi = m["probe_min_ms"], m["probe_max_ms"]
+            probe.append(f"speed probe {lo:.1f} ms" if lo == hi else f"speed probe {lo:.1f}–{hi:.1f} ms")
+        if m["unprobed"]:
+            probe.append(f"{m['unprobed']} without a probe")
+        extra = f"; {', '.join(probe)}" if probe else ""
+        parts.append(f"{_esc(m['label'])} ({m['runs']} run{'s' if m['runs'] != 1 else ''}{extra})")
+    return ("Machines: " + "; ".join(parts) + ". The speed probe (a fixed convolution, forward and backward, "
+            "lower = faster) tells machines of the same model but different speed apart.")
+
+
 def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict | None = None) -> str:
     """The ``<dataset>.md`` section of one board (see module docstring for determinism)."""
     out = [f"## {board.dataset} — preset `{board.preset}`", ""]
@@ -138,6 +153,10 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
         out.append(f"| {_esc(r.label)} | {r.configuration} | {fmt(c['train_time_s'], 1)} | {params} | "
                    f"{fmt(c['peak_memory_mb'], 1)} |")
     out.append("")
+    machines = board.machines()
+    if machines:
+        out += ["Train time = seconds of training per run (mean over finished runs), measured on the machine that "
+                "ran it; compare rows run on the same kind of machine. " + _machines_text(machines), ""]
     problems = [(r, b, c) for r in board.rows for b, c in r.cells.items() if c.failed or c.missing]
     if problems:
         out += ["### Failed and missing cells", ""]

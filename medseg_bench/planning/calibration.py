@@ -45,6 +45,7 @@ __all__ = [
     "StepTimeModel",
     "cache_path",
     "calibrate",
+    "cpu_model",
     "fit_step_time",
     "load_step_time_model",
     "machine_key",
@@ -135,7 +136,8 @@ def cache_path() -> Path:
     return Path(root) / "cpu_calibration.json"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what :mod:`platform` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -156,7 +158,7 @@ def machine_key(threads: int = 1) -> dict:
     return {
         "calibration_version": CALIBRATION_VERSION,
         "torch": torch_version,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
     }

@@ -9,11 +9,12 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "git_commit", "json_hash", "peak_memory_mb"]
+__all__ = ["environment", "git_commit", "json_hash", "peak_memory_mb", "speed_probe_ms"]
 
 
 def json_hash(obj) -> str:
@@ -35,9 +36,32 @@ def git_commit() -> str | None:
         return None
 
 
+def speed_probe_ms(repeats: int = 10) -> float:
+    """Milliseconds of a fixed CPU workload with this process's thread settings: forward and backward of
+    one 3x3 convolution, 32 -> 32 channels, batch 2, 128 x 128 (about 1.8 GFLOP), best of ``repeats``
+    after one warm-up; about 0.3 s in all. Stored with every CPU record so that training times measured
+    on different machines (a reference benchmark run over several sessions) can be told apart: a
+    machine with twice the probe time trains about twice as slowly. Uses its own generator, so the
+    global random state (and with it the cell's result) is untouched."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 32, 128, 128, generator=gen)
+    w = torch.randn(32, 32, 3, 3, generator=gen, requires_grad=True)
+    best = float("inf")
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        torch.nn.functional.conv2d(x, w, padding=1).square().mean().backward()
+        if i:
+            best = min(best, time.perf_counter() - t0)
+        w.grad = None
+    return round(best * 1000, 2)
+
+
 def environment(device: torch.device, num_threads: int) -> dict:
+    """Software and machine facts for a record; on CPU with the CPU model and :func:`speed_probe_ms`."""
     import monai
     import numpy
+
+    from ..planning.calibration import cpu_model
 
     env = {
         "python": sys.version.split()[0],
@@ -51,6 +75,9 @@ def environment(device: torch.device, num_threads: int) -> dict:
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu_model"] = cpu_model()
+        env["speed_probe_ms"] = speed_probe_ms()
     return env
 
 

@@ -81,3 +81,23 @@ def test_bootstrap_ci_deterministic_and_covers_mean():
     assert lo < np.mean(v) < hi and (lo, hi) == bootstrap_ci(v)
     assert all(math.isnan(x) for x in bootstrap_ci([]))
     assert bootstrap_ci([0.5]) == (0.5, 0.5)
+
+
+def test_machines_behind_the_cost_columns_are_listed():
+    from medseg_bench.leaderboard.tables import board_markdown
+
+    recs = [record("ds", "m", b, s, [0.8, 0.7]) for b in (2, 4) for s in (0, 1)]
+    for r, (cpu, probe) in zip(recs, [("Xeon A", 20.0), ("Xeon A", 31.5), ("Xeon B", 12.0), (None, None)]):
+        env = {"device": "cpu", "num_threads": 1}
+        if cpu:
+            env.update(cpu_model=cpu, speed_probe_ms=probe)
+        r["provenance"]["environment"] = env
+    board = _board(recs, ds="ds")
+    assert board.machines() == [
+        {"label": "Xeon A, 1 thread", "runs": 2, "unprobed": 0, "probe_min_ms": 20.0, "probe_max_ms": 31.5},
+        {"label": "CPU (model not recorded), 1 thread", "runs": 1, "unprobed": 1, "probe_min_ms": None,
+         "probe_max_ms": None},
+        {"label": "Xeon B, 1 thread", "runs": 1, "unprobed": 0, "probe_min_ms": 12.0, "probe_max_ms": 12.0}]
+    text = board_markdown(board)
+    assert ("Machines: Xeon A, 1 thread (2 runs; speed probe 20.0–31.5 ms); CPU (model not recorded), 1 thread "
+            "(1 run; 1 without a probe); Xeon B, 1 thread (1 run; speed probe 12.0 ms).") in text

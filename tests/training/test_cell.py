@@ -62,6 +62,7 @@ def test_train_cell_end_to_end_and_predict(grey_workdir, tmp_path):
     p = rec["provenance"]
     assert p["split_hash"] and p["plan_hash"] and p["parameters"] > 0 and p["iterations"] == 3
     assert p["environment"]["device"] == "cpu"
+    assert p["environment"]["cpu_model"] and p["environment"]["speed_probe_ms"] > 0
     # a finished cell is returned without work
     mtime = (run / "DONE").stat().st_mtime
     assert train_cell(wd, "blobs", "supervised", 2, 0, preset="quick", iterations=3, progress=False) == json.loads((run / "record.json").read_text())
