@@ -6,6 +6,7 @@ built-in method that applies, the preset's budgets and seeds (``demo`` on a CPU,
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -227,6 +228,29 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     return summary, cells
 
 
+def _measured_pace(workdir: Path, done: list[Cell], estimates: dict[Cell, float]) -> tuple[float, int] | None:
+    """``(measured wall time / estimate, cells)`` over the done cells that ran here from start to end
+    (not imported with --records, not resumed: their wall time covers only a part), or ``None``."""
+    from .results import IMPORTED_MARKER
+
+    wall = est = 0.0
+    n = 0
+    for c in done:
+        run = c.run_dir(workdir)
+        if (run / IMPORTED_MARKER).exists() or not estimates.get(c):
+            continue
+        try:
+            prov = json.loads((run / "record.json").read_text()).get("provenance") or {}
+        except (OSError, ValueError):
+            continue
+        if prov.get("resumed_from") or not isinstance(prov.get("wall_time_s"), (int, float)):
+            continue
+        wall += prov["wall_time_s"]
+        est += estimates[c]
+        n += 1
+    return (wall / est, n) if n and est > 0 else None
+
+
 def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], workers: int | None,
              stream) -> RunSummary:
     """Print what a run would do: cells to run per dataset and method, with estimated CPU time."""
@@ -246,6 +270,12 @@ def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], wor
         total = sum(estimates[c] for c in todo)
         print(f"estimated {total / 3600:.1f} cell-hours: ~{total / 3600 / n_workers:.1f} h on {n_workers} worker(s) "
               "(the plans' step-time model, not a measurement of this machine)", file=stream)
+        pace = _measured_pace(workdir, [c for c in cells if c not in set(todo)], estimates)
+        if pace is not None:
+            ratio, n = pace
+            print(f"at the pace of the {n} cell(s) run in this workdir ({ratio:.2f} x the model): "
+                  f"{total * ratio / 3600:.1f} cell-hours, ~{total * ratio / 3600 / n_workers:.1f} h on "
+                  f"{n_workers} worker(s)", file=stream)
     return RunSummary(total=len(cells), skipped=len(cells) - len(todo))
 
 

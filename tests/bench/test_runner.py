@@ -209,6 +209,8 @@ def test_dry_run_lists_the_cells_to_run_and_trains_nothing(wd, capsys):
     assert len(grid) == 2 * len(cells) and summary.done == 0 and summary.skipped == len(cells) - 1
     assert f"dry run: {len(grid)} cells, {len(cells) - 1} already done, {len(cells) + 1} to run" in err
     assert "toy_b" in err and lost.method in err and "cell-hours" in err
+    # the pace of the cells already run here (fake records: 12 s of wall time each) scales the estimate
+    assert f"at the pace of the {len(cells) - 1} cell(s) run in this workdir" in err
     assert len(_calls(wd)) == calls  # nothing trained
     assert not any(c.run_dir(wd).exists() for c in grid if c.dataset == "toy_b")
 
