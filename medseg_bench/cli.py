@@ -45,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(ds_sub, "generate", "medseg_bench.datasets.catalogue:generate_command", "generate a built-in simulated dataset")
     p.add_argument("name", help="generator name (see `datasets list`), or 'all'")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/raw/<name>_<size>)")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "full"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="small", choices=["tiny", "small", "full"],
+                   help="tiny (about 6 cases, for tests), small (the CPU presets; default) or full (realistic; the paper preset)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0; the built-in datasets use 0)")
     p.add_argument("--preview", action="store_true", help="also write a PNG montage (image, label overlay)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p = _sub(ds_sub, "convert", "medseg_bench.datasets.catalogue:convert_command", "convert a downloaded public dataset to the raw format")
     p.add_argument("name", help="converter name (see `datasets list`)")
     p.add_argument("--src", required=True, help="folder of the downloaded data")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/raw/<name>)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset")
     p.add_argument("--preview", action="store_true", help="also write a PNG montage")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="a converter option, repeatable (e.g. monuseg: use_binary_masks=false); `datasets list` shows them")
@@ -67,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="re-measure this machine's CPU step cost")
 
     p = _sub(sub, "preprocess", "medseg_bench.preprocessing:preprocess_command", "crop, normalise and resample into the preprocessed cache")
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="dataset name under <workdir>/raw or path to a raw folder")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, help="configurations (default: all planned)")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="worker processes (default: cores)")
 
     p = _sub(sub, "train", "medseg_bench.training.cli:train_command", "train one method at one label budget and seed, then evaluate on the test set")
-    p.add_argument("dataset")
-    p.add_argument("--method", required=True)
+    p.add_argument("dataset", help="dataset name under <workdir>/raw")
+    p.add_argument("--method", required=True, help="a registered method name (e.g. supervised, mean_teacher)")
     p.add_argument("--budget", required=True, help="number of labelled training cases, or 'all'")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the labelled subset and of training (default 0)")
     p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"], help="default: paper with a GPU, quick on CPU")
     p.add_argument("--config", default=None, choices=["2d", "3d_fullres"], help="default: the preset's recommended configuration")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
@@ -86,24 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation for the test-set evaluation")
 
     p = _sub(sub, "predict", "medseg_bench.training.cli:predict_command", "predict a folder of raw images with a trained run")
-    p.add_argument("run_dir")
-    p.add_argument("images_dir")
-    p.add_argument("out_dir")
+    p.add_argument("run_dir", help="a finished run folder (<workdir>/runs/...)")
+    p.add_argument("images_dir", help="folder of raw images (<case>_0000<ext>, as imagesTs)")
+    p.add_argument("out_dir", help="where the label maps are written")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
 
     p = _sub(sub, "evaluate", "medseg_bench.metrics.evaluate:main_evaluate", "score predictions against reference labels")
-    p.add_argument("pred_dir")
-    p.add_argument("ref_dir")
-    p.add_argument("--dataset-json", dest="dataset_json", default=None)
-    p.add_argument("--out", dest="out_dir", default=None)
+    p.add_argument("pred_dir", help="folder of predicted label maps")
+    p.add_argument("ref_dir", help="folder of reference label maps (same file names)")
+    p.add_argument("--dataset-json", dest="dataset_json", default=None,
+                   help="the dataset's dataset.json (labels, instance flag; default: looked up beside ref_dir)")
+    p.add_argument("--out", dest="out_dir", default=None, help="where metrics are written (default: pred_dir)")
 
     p = _sub(sub, "run", "medseg_bench.bench.cli:run_command", "run a benchmark grid (default: the built-in benchmark) and write its leaderboard")
-    p.add_argument("--datasets", nargs="+", default=None)
-    p.add_argument("--methods", nargs="+", default=None)
-    p.add_argument("--budgets", nargs="+", default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"])
-    p.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="dataset names under <workdir>/raw or built-in generator names (default: the four built-in "
+                        "datasets, generated when absent)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="method names (default: every built-in method that applies to each dataset; plugins only when named)")
+    p.add_argument("--budgets", nargs="+", default=None,
+                   help="labelled training cases per cell, integers or 'all' (default: the preset's budgets)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's seeds)")
+    p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"],
+                   help="schedule size (default: demo on CPU, paper with a GPU; quick --seeds 0 1 2 is the CPU "
+                        "reference benchmark)")
+    p.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                   help="where cells run: local process pool (default), a Ray cluster ($RAY_ADDRESS or a local "
+                        "one), Slurm job arrays via submitit ($MEDSEG_SLURM_PARTITION, ...)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel cells for the local executor (default: one single-threaded worker per core; one per GPU)")
     p.add_argument("--rerun", action="store_true",
@@ -119,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", default=None, metavar="BUNDLE", help="re-score a submission bundle and merge it")
 
     p = _sub(sub, "submit", "medseg_bench.leaderboard.cli:submit_command", "validate, train and predict a new method into a submission bundle")
-    p.add_argument("method", metavar="PATH_OR_ENTRYPOINT")
-    p.add_argument("--datasets", nargs="+", default=None)
-    p.add_argument("--budgets", nargs="+", default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("method", metavar="PATH_OR_ENTRYPOINT",
+                   help="a Python file defining one Method subclass, or the name of an installed entry point "
+                        "(group medseg_bench.methods)")
+    p.add_argument("--datasets", nargs="+", default=None, help="datasets to train and predict on (default: the built-in ones the method applies to)")
+    p.add_argument("--budgets", nargs="+", default=None, help="label budgets (default: the default preset's: demo on CPU, paper with a GPU)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the default preset's)")
     return parser
 
 

@@ -57,3 +57,20 @@ def test_workdir_resolution(monkeypatch, tmp_path):
     assert wd.run_dir("d", "quick", "2d", "m", "all", 1) == tmp_path / "runs/d/quick/2d/m/budget_all/seed_1"
     with pytest.raises(FileNotFoundError, match="neither a raw dataset folder nor a name"):
         wd.resolve_dataset("missing_ds")
+
+
+def test_every_option_and_argument_has_help():
+    import argparse
+
+    from medseg_bench.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, path + [name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield " ".join(path), action
+
+    missing = [f"{cmd}: {a.option_strings or a.dest}" for cmd, a in walk(build_parser(), ["medseg-bench"]) if not a.help]
+    assert not missing, missing
