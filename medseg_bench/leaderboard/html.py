@@ -17,12 +17,15 @@ from .aggregate import HIGHER_IS_BETTER, Board
 from .tables import (
     _DIGITS,
     DEMO_BANNER,
+    MACHINES_INTRO,
     METRIC_TITLES,
     _best,
+    _machines_text,
     _ordered,
     _runs_done,
     _seeds_note,
     fmt,
+    incomplete_text,
     overall_ranking,
 )
 
@@ -72,8 +75,16 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
     if plot_png is not None and Path(plot_png).is_file():
         plot = "data:image/png;base64," + base64.b64encode(Path(plot_png).read_bytes()).decode("ascii")
     seeds = ", ".join(map(str, board.seeds))
+    cost = []
+    for r in sorted(board.rows, key=lambda r: r.label):
+        c = r.cost
+        cost.append({"label": r.label, "family": r.family, "oracle": r.oracle, "configuration": r.configuration,
+                     **{k: None if math.isnan(c[k]) else round(float(c[k]), 1) for k in
+                        ("train_time_s", "parameters", "peak_memory_mb")}})
+    machines = board.machines()
     return {"id": f"{board.dataset}__{board.preset}", "dataset": board.dataset, "preset": board.preset,
             "demo": board.demo, "budgets": [str(b) for b in board.budgets], "metrics": metrics, "rows": out_rows,
+            "cost": cost, "cost_note": (MACHINES_INTRO + _machines_text(machines)) if machines else "",
             "plot": plot, "meta": f"seeds {seeds} · {board.n_cases} test cases · runs done {_runs_done([board])} · "
                     "budgets = labelled training cases"}
 
@@ -89,6 +100,7 @@ def render_html(boards: list[Board], plots: dict[tuple, Path] | None = None) -> 
     data = {
         "demo": any(b.demo for b in boards),
         "demo_text": DEMO_BANNER.lstrip("> ").replace("**", "").replace("`", ""),
+        "incomplete_text": incomplete_text(boards).replace("**", "").replace("`", ""),
         "families": sorted({r.family for b in boards for r in b.rows}),
         "budgets": budgets,
         "boards": [_board_json(b, plots.get((b.dataset, b.preset))) for b in boards],

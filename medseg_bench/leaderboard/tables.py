@@ -104,6 +104,10 @@ def _metric_table(board: Board, rows: list[BoardRow], metric: str, with_rank: bo
     return lines
 
 
+MACHINES_INTRO = ("Train time = seconds of training per run (mean over finished runs), measured on the machine that "
+                  "ran it; compare rows run on the same kind of machine. ")
+
+
 def _machines_text(machines: list[dict]) -> str:
     parts = []
     for m in machines:
@@ -155,8 +159,7 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
     out.append("")
     machines = board.machines()
     if machines:
-        out += ["Train time = seconds of training per run (mean over finished runs), measured on the machine that "
-                "ran it; compare rows run on the same kind of machine. " + _machines_text(machines), ""]
+        out += [MACHINES_INTRO + _machines_text(machines), ""]
     problems = [(r, b, c) for r in board.rows for b, c in r.cells.items() if c.failed or c.missing]
     if problems:
         out += ["### Failed and missing cells", ""]
@@ -274,6 +277,16 @@ def _runs_done(boards: list[Board]) -> str:
     return f"{p['done']}/{p['expected']}" + (f" ({p['failed']} failed)" if p["failed"] else "")
 
 
+def incomplete_text(boards: list[Board]) -> str:
+    """The "Incomplete grid" banner (markdown) when some expected run has not finished, else ``""``."""
+    if all(b.complete for b in boards):
+        return ""
+    tot = {k: sum(b.progress()[k] for b in boards) for k in ("expected", "done", "failed", "missing")}
+    return (f"**Incomplete grid: {tot['done']} of {tot['expected']} runs finished** ({tot['failed']} failed, "
+            f"{tot['missing']} not run yet); unfinished cells are shown as `failed` / `missing` and ranks cover "
+            "only what finished.")
+
+
 def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets: list) -> str:
     """``README.md``: index of datasets and the overall ranking across datasets (per preset)."""
     out = ["# Leaderboards", "",
@@ -281,12 +294,9 @@ def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets:
            "Interactive page: [index.html](index.html).", ""]
     if any(b.demo for b in boards):
         out += [DEMO_BANNER, ""]
-    incomplete = [b for b in boards if not b.complete]
+    incomplete = incomplete_text(boards)
     if incomplete:
-        tot = {k: sum(b.progress()[k] for b in boards) for k in ("expected", "done", "failed", "missing")}
-        out += [f"**Incomplete grid: {tot['done']} of {tot['expected']} runs finished** ({tot['failed']} failed, "
-                f"{tot['missing']} not run yet); unfinished cells are shown as `failed` / `missing` and ranks cover "
-                "only what finished.", ""]
+        out += [incomplete, ""]
     out += ["## Datasets", "", "| dataset | presets | methods | runs done | test cases | table | CSV |",
             "|---|---|---:|---:|---:|---|---|"]
     for ds in sorted(dataset_files):

@@ -52,6 +52,27 @@ def test_page_renders_tables_without_errors(page, tmp_path):
     assert sorted(methods) == sorted(["otsu", "cuts", "cuts_oracle", "supervised", "mean_teacher", "supervised_full"])
     assert 'id="demo-banner"' in dom and 'src="data:image/png;base64,' in dom  # plots inlined: works offline
     assert "▲" in dice and "ref" in dice
+    cost = dom.split('id="table-ct_hip_small__demo-cost"')[1].split("</table>")[0]
+    assert sorted(re.findall(r'data-method="([^"]+)"', cost)) == sorted(methods)
+    assert "train time (s)" in cost and "1,234" in cost  # parameters of the test records, with separators
+    assert 'id="incomplete-banner"' not in dom  # every expected run of the test grid finished
+
+
+def test_incomplete_grid_says_so(tmp_path):
+    from medseg_bench.bench.grid import Cell
+    from medseg_bench.bench.results import update_manifest
+
+    records = grid(datasets=("ct_hip_small",), preset="demo")
+    results = tmp_path / "results"
+    results.mkdir()
+    cells = [Cell.from_dict(r["cell"]) for r in records]
+    extra = Cell("ct_hip_small", "demo", cells[0].configuration, "supervised", 2, 7)  # a seed never run
+    update_manifest(tmp_path, cells + [extra], methods={})
+    build_leaderboard(records, tmp_path / "lb", manifest_dir=results)
+    res = _chromium(tmp_path, "--dump-dom", url=(tmp_path / "lb" / "index.html").as_uri())
+    assert res.returncode == 0, res.stderr[-2000:]
+    banner = res.stdout.split('id="incomplete-banner"')[1].split("</div>")[0]
+    assert f"Incomplete grid: {len(records)} of {len(records) + 1} runs finished (0 failed, 1 not run yet)" in banner
 
 
 def test_hash_filters_hide_rows_and_budgets(page, tmp_path):
