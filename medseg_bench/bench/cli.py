@@ -178,7 +178,16 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
                  for c in cells}
     if dry_run:
-        return _dry_run(workdir, cells, estimates, workers, stream), cells
+        importable: set[Cell] = set()
+        if records is not None and not rerun:
+            from .results import importable_records
+
+            chosen, warnings = importable_records(workdir, cells, Path(records), *_data_hashes(plans, ds_names))
+            importable = set(chosen)
+            for w in warnings:
+                log(f"warning: {w}")
+            log(f"--records: {len(importable)} finished cell(s) would be imported from {records}")
+        return _dry_run(workdir, cells, estimates, workers, stream, rerun=rerun, importable=importable), cells
     update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})})
     if rerun:
         from .results import reset_cell
@@ -191,8 +200,7 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     elif records is not None:
         from .results import import_records
 
-        hashes = {ds: (plans.get(ds) or {}).get("dataset_hash") for ds in ds_names}
-        n_imported, warnings = import_records(workdir, cells, Path(records), hashes)
+        n_imported, warnings = import_records(workdir, cells, Path(records), *_data_hashes(plans, ds_names))
         for w in warnings:
             log(f"warning: {w}")
         log(f"--records: {n_imported} finished cell(s) imported from {records}")
@@ -228,6 +236,14 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     return summary, cells
 
 
+def _data_hashes(plans: dict, ds_names: list[str]) -> tuple[dict, dict]:
+    """``(dataset hashes, record plan hashes)`` of the datasets here, for checking imported records."""
+    from ..planning.plans_file import record_plan_hash
+
+    return ({ds: (plans.get(ds) or {}).get("dataset_hash") for ds in ds_names},
+            {ds: record_plan_hash(plans[ds]) if plans.get(ds) else None for ds in ds_names})
+
+
 def _measured_pace(workdir: Path, done: list[Cell], estimates: dict[Cell, float]) -> tuple[float, int] | None:
     """``(measured wall time / estimate, cells)`` over the done cells that ran here from start to end
     (not imported with --records, not resumed: their wall time covers only a part), or ``None``."""
@@ -252,16 +268,20 @@ def _measured_pace(workdir: Path, done: list[Cell], estimates: dict[Cell, float]
 
 
 def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], workers: int | None,
-             stream) -> RunSummary:
-    """Print what a run would do: cells to run per dataset and method, with estimated CPU time."""
+             stream, rerun: bool = False, importable: set[Cell] | None = None) -> RunSummary:
+    """Print what a run would do: cells to run per dataset and method, with estimated CPU time
+    (``rerun``: every cell; ``importable``: cells --records would import count as done)."""
     from .results import cell_is_done
 
-    todo = [c for c in cells if not cell_is_done(workdir, c)]
+    importable = importable or set()
+    todo = [c for c in cells if rerun or not (cell_is_done(workdir, c) or c in importable)]
     n_workers = workers or max(1, min(os.cpu_count() or 1, len(todo) or 1))
     rows: dict[tuple[str, str], list[Cell]] = {}
     for c in todo:
         rows.setdefault((c.dataset, c.method), []).append(c)
-    print(f"dry run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run", file=stream)
+    n_imp = len(importable - set(todo))
+    print(f"dry run: {len(cells)} cells, {len(cells) - len(todo)} already done"
+          + (f" ({n_imp} of them by --records)" if n_imp else "") + f", {len(todo)} to run", file=stream)
     if todo:
         print(f"  {'dataset':<20} {'method':<22} {'cells':>5} {'est. cell-min':>13}  budgets", file=stream)
         for (ds, m), cs in sorted(rows.items()):

@@ -31,6 +31,7 @@ __all__ = [
     "failure_record",
     "git_commit",
     "import_records",
+    "importable_records",
     "load_manifest",
     "load_manifest_methods",
     "load_records",
@@ -172,46 +173,72 @@ def _set_aside(run_dir: Path) -> None:
         os.replace(run_dir, previous)
 
 
-def import_records(workdir: Path, cells: list[Cell], source: Path,
-                   dataset_hashes: dict[str, str | None] | None = None) -> tuple[int, list[str]]:
-    """Count the grid's cells that ``source`` holds a *done* record for as finished (``run --records``).
+def importable_records(workdir: Path, cells: list[Cell], source: Path,
+                       dataset_hashes: dict[str, str | None] | None = None,
+                       plan_hashes: dict[str, str | None] | None = None) -> tuple[dict[Cell, dict], list[str]]:
+    """What :func:`import_records` would import, without writing anything: ``({cell: record}, warnings)``.
 
-    This is how a long grid (the CPU reference benchmark) accumulates across machines: the committed
-    ``leaderboards/results/`` is imported into a fresh workdir, and only the cells it lacks are run.
-    For each such cell that is not already done here, its run folder receives the record
-    (``record.json``), an ``IMPORTED.json`` note naming the source, and the ``DONE`` marker (last), so
-    every later step (skipping, ``--rerun``, the leaderboard) treats it like a cell finished here. The
-    folder has no checkpoint or predictions. Failed records are not imported (the cell runs again).
-
-    ``dataset_hashes`` (dataset name -> hash of the dataset in this workdir) guards against records of
-    different data: a record whose ``provenance.dataset_hash`` differs is not imported, with a warning.
-    Returns ``(number imported, warnings)``.
+    A cell qualifies when ``source`` holds a *done* record for it, it is not done here yet, and the
+    record's ``provenance.dataset_hash`` matches ``dataset_hashes`` (dataset name -> hash of the
+    dataset in this workdir; a mismatch is a warning and the cell runs). ``plan_hashes`` (dataset name
+    -> :func:`~medseg_bench.planning.plans_file.record_plan_hash` of its plans.json here): records made
+    with another plan (another planner version, or a plan sized by ``plan --calibrate`` on another
+    machine) still qualify — finished cells stay valid across commits — but are counted in one warning
+    per dataset, so a mixed grid does not go unnoticed.
     """
     source = Path(source)
     if not source.is_dir():
         raise FileNotFoundError(f"--records: {source} is not a folder of result records")
-    by_key = {}
-    for record in load_records(source):
-        by_key[Cell.from_dict(record["cell"]).key] = record
-    n, warnings = 0, []
+    by_key = {Cell.from_dict(record["cell"]).key: record for record in load_records(source)}
+    out: dict[Cell, dict] = {}
+    warnings: list[str] = []
+    other_plan: dict[str, set] = {}
+    other_plan_count: dict[str, int] = {}
     for cell in cells:
         record = by_key.get(cell.key)
         if record is None or record.get("status") != "done" or cell_is_done(workdir, cell):
             continue
-        want = (dataset_hashes or {}).get(cell.dataset)
-        have = (record.get("provenance") or {}).get("dataset_hash")
+        prov = record.get("provenance") or {}
+        want, have = (dataset_hashes or {}).get(cell.dataset), prov.get("dataset_hash")
         if want and have and want != have:
             warnings.append(f"{source / (cell.key + '.json')}: recorded on other data "
                             f"(dataset hash {have[:12]} != {want[:12]} here); not imported, the cell runs")
             continue
+        out[cell] = record
+        plan_here, plan_then = (plan_hashes or {}).get(cell.dataset), prov.get("plan_hash")
+        if plan_here and plan_then and plan_here != plan_then:
+            other_plan.setdefault(cell.dataset, set()).add(plan_then)
+            other_plan_count[cell.dataset] = other_plan_count.get(cell.dataset, 0) + 1
+    for ds in sorted(other_plan):
+        warnings.append(f"{other_plan_count[ds]} imported record(s) of {ds} were made with another plan "
+                        f"(plan hash {', '.join(sorted(other_plan[ds]))}; here {plan_hashes[ds]}): kept, but the "
+                        "grid mixes schedules; --rerun recomputes them")
+    return out, warnings
+
+
+def import_records(workdir: Path, cells: list[Cell], source: Path,
+                   dataset_hashes: dict[str, str | None] | None = None,
+                   plan_hashes: dict[str, str | None] | None = None) -> tuple[int, list[str]]:
+    """Count the grid's cells that ``source`` holds a *done* record for as finished (``run --records``).
+
+    This is how a long grid (the CPU reference benchmark) accumulates across machines: the committed
+    ``leaderboards/results/`` is imported into a fresh workdir, and only the cells it lacks are run.
+    For each cell :func:`importable_records` accepts (its checks and warnings), the run folder receives
+    the record (``record.json``), an ``IMPORTED.json`` note naming the source, and the ``DONE`` marker
+    (last), so every later step (skipping, ``--rerun``, the leaderboard) treats it like a cell finished
+    here. The folder has no checkpoint or predictions. Failed records are not imported (the cell runs
+    again). Returns ``(number imported, warnings)``.
+    """
+    source = Path(source)
+    chosen, warnings = importable_records(workdir, cells, source, dataset_hashes, plan_hashes)
+    for cell, record in chosen.items():
         run_dir = cell.run_dir(workdir)
         _set_aside(run_dir)  # a partial run here is kept aside; the imported result wins
         write_json_atomic(run_dir / "record.json", record)
         write_json_atomic(run_dir / IMPORTED_MARKER, {"source": str(source.resolve()), "imported": _now()})
         write_json_atomic(run_dir / DONE_MARKER, {"imported": True})
         write_record(workdir, record)
-        n += 1
-    return n, warnings
+    return len(chosen), warnings
 
 
 def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:

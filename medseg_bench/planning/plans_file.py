@@ -22,6 +22,7 @@ __all__ = [
     "is_hand_edited",
     "load_plans",
     "read_json",
+    "record_plan_hash",
     "stamp",
     "write_json_atomic",
 ]
@@ -60,6 +61,12 @@ def content_hash(plans: dict) -> str:
     """SHA-256 of the canonical JSON of ``plans`` without its ``content_hash`` field."""
     body = {k: v for k, v in plans.items() if k != "content_hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_plan_hash(plans: dict) -> str:
+    """The ``provenance.plan_hash`` of a result record: 16 hex digits of the SHA-256 of the whole plan
+    (``content_hash`` included) as sorted-key JSON. Cells run with the same plans.json share it."""
+    return hashlib.sha256(json.dumps(plans, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def stamp(plans: dict) -> dict:

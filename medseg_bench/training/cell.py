@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..io import RawDataset
 from ..io.image import sidecar_path
+from ..planning.plans_file import record_plan_hash
 from ..splits import (
     BudgetError,
     budget_cases,
@@ -32,7 +33,7 @@ from ..workdir import Workdir
 from .checkpoint import load_checkpoint, seed_everything
 from .context import RunContext
 from .loop import CHECKPOINT_FINAL, CHECKPOINT_LATEST
-from .provenance import environment, git_commit, json_hash, peak_memory_mb
+from .provenance import environment, git_commit, peak_memory_mb
 from .settings import choose_device, resolve_settings, set_threads
 
 __all__ = ["RECORD_VERSION", "ensure_prepared", "load_trained", "train_cell"]
@@ -215,7 +216,7 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
     provenance = {
         "dataset_hash": plans.get("dataset_hash"),
         "generator_version": _source_version(raw.meta),
-        "plan_hash": json_hash(plans), "split_hash": split_hash(splits, budget, seed),
+        "plan_hash": record_plan_hash(plans), "split_hash": split_hash(splits, budget, seed),
         "code_version": __version__, "git_commit": git_commit(), "environment": environment(dev, threads),
         "started": started,
     }

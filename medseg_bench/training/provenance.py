@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import resource
@@ -14,12 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "git_commit", "json_hash", "peak_memory_mb", "speed_probe_ms"]
-
-
-def json_hash(obj) -> str:
-    """Short sha256 of a JSON-serialisable object (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+__all__ = ["environment", "git_commit", "peak_memory_mb", "speed_probe_ms"]
 
 
 def git_commit() -> str | None:

@@ -155,6 +155,9 @@ def test_records_from_another_workdir_count_as_done(tmp_path):
     rec = json.loads((source / f"{other.key}.json").read_text())
     rec.setdefault("provenance", {})["dataset_hash"] = "0" * 64  # made from other data
     (source / f"{other.key}.json").write_text(json.dumps(rec))
+    rec = json.loads((source / f"{kept[0].key}.json").read_text())
+    rec["provenance"]["plan_hash"] = "feedfacefeedface"  # made with another plan: imported, with a warning
+    (source / f"{kept[0].key}.json").write_text(json.dumps(rec))
 
     def prepare_with_hash(workdir, dataset):
         fake_prepare(workdir, dataset)
@@ -174,12 +177,21 @@ def test_records_from_another_workdir_count_as_done(tmp_path):
         def flush(self):
             pass
 
+    dry, _ = run_benchmark(fresh, datasets=["toy_a"], budgets=[2, "all"], preset="demo", cell_fn=fake_cell_fn,
+                           prepare_fn=prepare_with_hash, method_classes=METHODS, progress=True, leaderboard=False,
+                           workers=0, records=source, stream=Log(), dry_run=True)
+    text = "".join(out)
+    assert f"--records: {len(kept)} finished cell(s) would be imported" in text
+    assert f"{len(kept)} already done ({len(kept)} of them by --records), 2 to run" in text
+    assert not any(c.run_dir(fresh).exists() for c in cells) and not _calls(fresh)  # the dry run wrote nothing
+    out.clear()
     again, _ = run_benchmark(fresh, datasets=["toy_a"], budgets=[2, "all"], preset="demo", cell_fn=fake_cell_fn,
                              prepare_fn=prepare_with_hash, method_classes=METHODS, progress=True, leaderboard=False,
                              workers=0, records=source, stream=Log())
     text = "".join(out)
     assert f"--records: {len(kept)} finished cell(s) imported" in text
     assert "recorded on other data" in text and other.key in text
+    assert "1 imported record(s) of toy_a were made with another plan (plan hash feedfacefeedface; here " in text
     assert again.skipped == len(kept) and again.done == 2  # the failed and the other-data cells ran here
     assert len(_calls(fresh)) == 2
     for c in kept:
