@@ -210,7 +210,7 @@ def resolve_configuration(method, plans: dict, preset: str) -> str | None:
 
 
 def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int | str) -> float:
-    """Rough wall time of one cell in seconds, used only to order cells (longest first) and for ETA.
+    """Rough wall time of one cell in seconds, used only to order cells (longest first within a seed) and for ETA.
 
     ``method.estimate_cost_s(plans, preset, config, budget)`` when defined, else the plan's
     ``num_iterations * step_time_estimate_s`` times ``method.cost_factor`` (default 1); 1 s when the

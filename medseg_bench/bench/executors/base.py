@@ -1,6 +1,6 @@
 """The executor interface every backend implements (local process pool, Ray, Slurm via submitit).
 
-The runner owns scheduling (which cell next, longest first, stage dependencies) and progress; an
+The runner owns scheduling (which cell next: seed by seed, longest first; stage dependencies) and progress; an
 executor only starts tasks and reports finished ones. A task that dies without a record (a killed
 worker, a lost node, a cancelled job) is turned into a ``failed`` record here, so the grid goes on.
 """
