@@ -321,4 +321,48 @@ def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets:
             per = " | ".join(fmt(r["per_budget"].get(b), 2) for b in bud)
             out.append(f"| {pos} | {name} | {r['family']} | {r['datasets']} | {fmt(r['mean_rank'], 2)} | {per} |")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + _provenance_section(boards))
+
+
+def _merge_machines(boards: list[Board]) -> list[dict]:
+    merged: dict[str, dict] = {}
+    for b in boards:
+        for m in b.machines():
+            g = merged.setdefault(m["label"], {"label": m["label"], "runs": 0, "unprobed": 0, "probes": []})
+            g["runs"] += m["runs"]
+            g["unprobed"] += m["unprobed"]
+            g["probes"] += [x for x in (m["probe_min_ms"], m["probe_max_ms"]) if x is not None]
+    out = []
+    for g in sorted(merged.values(), key=lambda g: (-g["runs"], g["label"])):
+        probes = g.pop("probes")
+        out.append({**g, "probe_min_ms": min(probes) if probes else None, "probe_max_ms": max(probes) if probes else None})
+    return out
+
+
+def _provenance_section(boards: list[Board]) -> list[str]:
+    """``## How these results were made``: the command per preset, the code commits and the machines
+    behind the records (all read from the records, so the section rebuilds byte for byte)."""
+    commits: dict[str, int] = {}
+    for b in boards:
+        for r in b.rows:
+            for c in r.cells.values():
+                for rec in c.done.values():
+                    commit = str((rec.get("provenance") or {}).get("git_commit") or "unknown")
+                    commits[commit] = commits.get(commit, 0) + 1
+    if not commits:
+        return []
+    out = ["## How these results were made", ""]
+    for preset in sorted({b.preset for b in boards}):
+        seeds = sorted({s for b in boards if b.preset == preset for s in b.seeds})
+        out.append(f"- preset `{preset}`: `medseg-bench run --preset {preset} --seeds {' '.join(map(str, seeds))}`, then "
+                   "`medseg-bench leaderboard --out DIR`; `--records DIR/results` resumes the grid from these records "
+                   "on another machine (only the missing cells run).")
+    top = sorted(commits.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"`{c[:12]}{'+dirty' if c.endswith('+dirty') else ''}` ({n})" for c, n in top[:6])
+    more = f" and {len(top) - 6} more" if len(top) > 6 else ""
+    out.append(f"- code: {len(top)} commit(s) of medseg_bench (runs per commit): {shown}{more}. A new commit does not "
+               "invalidate finished cells; each record names its commit, plan hash, split hash and dataset hash.")
+    machines = _merge_machines(boards)
+    if machines:
+        out.append("- " + _machines_text(machines))
+    return out + [""]

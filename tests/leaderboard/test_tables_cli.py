@@ -101,3 +101,19 @@ def test_records_with_non_finite_values_load(tmp_path):
     r = record("ds", "m", 2, 0, [0.5, 0.0], hd95=[1.0, "inf"])
     write_record(tmp_path, r)
     assert json.loads((tmp_path / "results" / "ds__quick__2d__m__b2__s0.json").read_text())["status"] == "done"
+
+
+def test_readme_says_how_the_results_were_made(tmp_path):
+    recs = grid(datasets=("ct_hip_small",))
+    for i, r in enumerate(recs):
+        r["provenance"]["git_commit"] = "a" * 40 if i % 3 else "b" * 40 + "+dirty"
+        r["provenance"]["environment"] = {"device": "cpu", "num_threads": 1, "cpu_model": "Xeon X",
+                                          "speed_probe_ms": 20.0 + i % 2}
+    build_leaderboard(recs, tmp_path, plots=False, html=False)
+    readme = (tmp_path / "README.md").read_text()
+    section = readme.split("## How these results were made")[1]
+    assert "`medseg-bench run --preset quick --seeds 0 1 2`" in section
+    n_b = sum(1 for i in range(len(recs)) if i % 3 == 0)
+    assert f"2 commit(s) of medseg_bench (runs per commit): `aaaaaaaaaaaa` ({len(recs) - n_b}), " \
+           f"`bbbbbbbbbbbb+dirty` ({n_b})" in section
+    assert f"Machines: Xeon X, 1 thread ({len(recs)} runs; speed probe 20.0–21.0 ms)" in section
