@@ -15,7 +15,6 @@ from pathlib import Path
 
 from .aggregate import HIGHER_IS_BETTER, Board
 from .tables import (
-    _DIGITS,
     DEMO_BANNER,
     MACHINES_INTRO,
     METRIC_TITLES,
@@ -26,6 +25,7 @@ from .tables import (
     _seeds_note,
     fmt,
     incomplete_text,
+    metric_digits,
     overall_ranking,
 )
 
@@ -38,8 +38,7 @@ LEGEND = ("Cells: mean ± std over seeds of the mean over test cases; bold = bes
           "CI, a method for its citation. Click a column header to sort.")
 
 
-def _cell_json(cell, metric: str, best: bool) -> dict:
-    d = _DIGITS.get(metric, 3)
+def _cell_json(cell, metric: str, best: bool, d: int) -> dict:
     status = cell.status
     if status in ("failed", "missing"):
         return {"text": status, "value": None, "status": status}
@@ -63,11 +62,12 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
         arrow = "↑" if HIGHER_IS_BETTER.get(m, True) else "↓"
         metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}"})
         bests[m] = _best(board, [r for r in rows if not r.oracle], m)  # oracle rows are never "best"
+    digits = {m: metric_digits(board, m) for m in board.metrics}
     out_rows = []
     for r in rows:
         cells = {}
         for b, c in r.cells.items():
-            cells[str(b)] = {m: _cell_json(c, m, r.label in bests[m].get(b, ())) for m in board.metrics}
+            cells[str(b)] = {m: _cell_json(c, m, r.label in bests[m].get(b, ()), digits[m]) for m in board.metrics}
         out_rows.append({"label": r.label, "method": r.method, "family": r.family, "oracle": r.oracle,
                          "submitted": r.submitted, "citation": r.citation, "cells": cells,
                          "mean_rank": None if r.mean_rank is None else round(r.mean_rank, 4)})

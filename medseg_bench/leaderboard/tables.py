@@ -48,14 +48,29 @@ def _seeds_note(cell: BoardCell) -> str:
     return f" ({len(cell.done)}/{n} seeds; {', '.join(parts)})" if parts else ""
 
 
-def cell_text(cell: BoardCell | None, metric: str, best: bool) -> str:
+def metric_digits(board: Board, metric: str) -> int:
+    """Decimals shown for ``metric`` on ``board``: :data:`_DIGITS`, except that surface distances (in spacing
+    units, which span orders of magnitude: mm on CT, 0.0005 mm pixels on histology) get at least three
+    significant figures of the board's median finite value, so small distances never print as ``0.00``."""
+    base = _DIGITS.get(metric, 3)
+    if metric not in ("hd95", "assd"):
+        return base
+    vals = [abs(v) for r in board.rows for c in r.cells.values()
+            for v in [c.mean.get(metric, math.nan)] if math.isfinite(v) and v > 0]
+    if not vals:
+        return base
+    median = sorted(vals)[len(vals) // 2]
+    return int(min(8, max(base, 2 - math.floor(math.log10(median)))))
+
+
+def cell_text(cell: BoardCell | None, metric: str, best: bool, digits: int | None = None) -> str:
     """One table cell: ``0.812 ± 0.013`` (+ marker, partial-seed note) or ``failed``/``missing``/``·``."""
     if cell is None:
         return "·"
     status = cell.status
     if status in ("failed", "missing"):
         return status
-    d = _DIGITS.get(metric, 3)
+    d = _DIGITS.get(metric, 3) if digits is None else digits
     std = cell.std.get(metric, math.nan)
     text = fmt(cell.mean.get(metric), d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
     if best:
@@ -94,11 +109,12 @@ def _ordered(rows: list[BoardRow]) -> list[BoardRow]:
 
 def _metric_table(board: Board, rows: list[BoardRow], metric: str, with_rank: bool) -> list[str]:
     best = _best(board, rows, metric)
+    digits = metric_digits(board, metric)
     head = ["method", "family"] + [f"b={b}" for b in board.budgets] + (["mean rank"] if with_rank else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for r in rows:
         label = r.label + (" (submitted)" if r.submitted else "")
-        cells = [cell_text(r.cells.get(b), metric, r.label in best.get(b, ())) for b in board.budgets]
+        cells = [cell_text(r.cells.get(b), metric, r.label in best.get(b, ()), digits) for b in board.budgets]
         tail = [fmt(r.mean_rank, 2) if r.mean_rank is not None else "—"] if with_rank else []
         lines.append("| " + " | ".join([_esc(label), r.family] + cells + tail) + " |")
     return lines
@@ -212,7 +228,7 @@ def board_csv_rows(board: Board) -> list[dict]:
                    "seeds_missing": len(c.missing), "rank": "" if c.rank is None else c.rank,
                    "reference": c.reference or ""}
             for m in board.metrics:
-                d = _DIGITS.get(m, 3) + 2
+                d = metric_digits(board, m) + 2
                 lo, hi = c.ci.get(m, (math.nan, math.nan))
                 row.update({f"{m}_mean": fmt(c.mean.get(m), d), f"{m}_std": fmt(c.std.get(m), d),
                             f"{m}_ci_low": fmt(lo, d), f"{m}_ci_high": fmt(hi, d),

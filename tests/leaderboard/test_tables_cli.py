@@ -117,3 +117,18 @@ def test_readme_says_how_the_results_were_made(tmp_path):
     assert f"2 commit(s) of medseg_bench (runs per commit): `aaaaaaaaaaaa` ({len(recs) - n_b}), " \
            f"`bbbbbbbbbbbb+dirty` ({n_b})" in section
     assert f"Machines: Xeon X, 1 thread ({len(recs)} runs; speed probe 20.0–21.0 ms)" in section
+
+
+def test_small_surface_distances_keep_three_significant_figures(tmp_path):
+    """Histology pixels of 0.0005 mm: HD95 of a few pixels must not print as 0.00."""
+    from medseg_bench.leaderboard import build_boards
+    from medseg_bench.leaderboard.tables import metric_digits
+
+    recs = [record("ds", "m", 2, s, [0.8, 0.7], hd95=[0.0057, 0.0061]) for s in (0, 1)]
+    board = build_boards(recs)[0]
+    assert metric_digits(board, "hd95") == 5 and metric_digits(board, "dice") == 3
+    build_leaderboard(recs, tmp_path, plots=False, html=False)
+    md = (tmp_path / "ds.md").read_text()
+    assert "0.00590" in md.split("### HD95")[1] and "0.01" not in md.split("### HD95")[1].split("###")[0]
+    ct = [record("ct", "m", 2, 0, [0.8, 0.7], hd95=[3.5, 12.25])]
+    assert metric_digits(build_boards(ct)[0], "hd95") == 2  # mm on CT: unchanged
