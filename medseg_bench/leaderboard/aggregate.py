@@ -30,6 +30,7 @@ __all__ = [
     "BoardRow",
     "build_boards",
     "case_values",
+    "machines_of",
 ]
 
 CLASS_METRICS_SHOWN = ("dice", "hd95", "assd")
@@ -113,37 +114,42 @@ class Board:
         p = self.progress()
         return p["done"] == p["expected"]
 
-    def machines(self) -> list[dict]:
-        """Where the finished runs trained, for reading the cost columns: one entry per machine kind
-        (``label``: GPU name or CPU model with threads), with ``runs`` and the range of CPU speed
-        probes (``probe_min_ms`` / ``probe_max_ms``, ``None`` for records made before the probe existed),
-        most runs first."""
-        groups: dict[str, dict] = {}
-        for row in self.rows:
-            for cell in row.cells.values():
-                for rec in cell.done.values():
-                    env = (rec.get("provenance") or {}).get("environment") or {}
-                    if env.get("gpu"):
-                        label = str(env["gpu"])
-                    else:
-                        threads = env.get("num_threads")
-                        label = str(env.get("cpu_model") or "CPU (model not recorded)") + \
-                            (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
-                    g = groups.setdefault(label, {"label": label, "runs": 0, "probes": [], "unprobed": 0})
-                    g["runs"] += 1
-                    probe = _num(env.get("speed_probe_ms"))
-                    if math.isnan(probe):
-                        g["unprobed"] += 1
-                    else:
-                        g["probes"].append(probe)
-        out = []
-        for g in sorted(groups.values(), key=lambda g: (-g["runs"], g["label"])):
-            probes = g.pop("probes")
-            g["probe_min_ms"] = min(probes) if probes else None
-            g["probe_max_ms"] = max(probes) if probes else None
-            out.append(g)
-        return out
+    def done_records(self) -> list[dict]:
+        """Every finished run's record on this board."""
+        return [rec for row in self.rows for cell in row.cells.values() for rec in cell.done.values()]
 
+    def machines(self) -> list[dict]:
+        """:func:`machines_of` this board's finished runs (for reading its cost columns)."""
+        return machines_of(self.done_records())
+
+
+def machines_of(records: list[dict]) -> list[dict]:
+    """Where runs trained: one entry per machine kind (``label``: GPU name or CPU model with threads),
+    with ``runs``, ``unprobed`` (records made before the CPU speed probe existed) and the probe range
+    ``probe_min_ms`` / ``probe_max_ms`` (``None`` without probes), most runs first."""
+    groups: dict[str, dict] = {}
+    for rec in records:
+        env = (rec.get("provenance") or {}).get("environment") or {}
+        if env.get("gpu"):
+            label = str(env["gpu"])
+        else:
+            threads = env.get("num_threads")
+            label = str(env.get("cpu_model") or "CPU (model not recorded)") + \
+                (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
+        g = groups.setdefault(label, {"label": label, "runs": 0, "probes": [], "unprobed": 0})
+        g["runs"] += 1
+        probe = _num(env.get("speed_probe_ms"))
+        if math.isnan(probe):
+            g["unprobed"] += 1
+        else:
+            g["probes"].append(probe)
+    out = []
+    for g in sorted(groups.values(), key=lambda g: (-g["runs"], g["label"])):
+        probes = g.pop("probes")
+        g["probe_min_ms"] = min(probes) if probes else None
+        g["probe_max_ms"] = max(probes) if probes else None
+        out.append(g)
+    return out
 
 def _num(v) -> float:
     try:

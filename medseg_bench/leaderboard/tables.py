@@ -10,7 +10,7 @@ import csv
 import io
 import math
 
-from .aggregate import HIGHER_IS_BETTER, Board, BoardCell, BoardRow
+from .aggregate import HIGHER_IS_BETTER, Board, BoardCell, BoardRow, machines_of
 from .stats import ALPHA
 
 __all__ = ["METRIC_TITLES", "board_csv", "board_markdown", "fmt", "overall_ranking", "readme_markdown"]
@@ -340,31 +340,14 @@ def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets:
     return "\n".join(out + _provenance_section(boards))
 
 
-def _merge_machines(boards: list[Board]) -> list[dict]:
-    merged: dict[str, dict] = {}
-    for b in boards:
-        for m in b.machines():
-            g = merged.setdefault(m["label"], {"label": m["label"], "runs": 0, "unprobed": 0, "probes": []})
-            g["runs"] += m["runs"]
-            g["unprobed"] += m["unprobed"]
-            g["probes"] += [x for x in (m["probe_min_ms"], m["probe_max_ms"]) if x is not None]
-    out = []
-    for g in sorted(merged.values(), key=lambda g: (-g["runs"], g["label"])):
-        probes = g.pop("probes")
-        out.append({**g, "probe_min_ms": min(probes) if probes else None, "probe_max_ms": max(probes) if probes else None})
-    return out
-
-
 def _provenance_section(boards: list[Board]) -> list[str]:
     """``## How these results were made``: the command per preset, the code commits and the machines
     behind the records (all read from the records, so the section rebuilds byte for byte)."""
+    records = [rec for b in boards for rec in b.done_records()]
     commits: dict[str, int] = {}
-    for b in boards:
-        for r in b.rows:
-            for c in r.cells.values():
-                for rec in c.done.values():
-                    commit = str((rec.get("provenance") or {}).get("git_commit") or "unknown")
-                    commits[commit] = commits.get(commit, 0) + 1
+    for rec in records:
+        commit = str((rec.get("provenance") or {}).get("git_commit") or "unknown")
+        commits[commit] = commits.get(commit, 0) + 1
     if not commits:
         return []
     out = ["## How these results were made", ""]
@@ -378,7 +361,7 @@ def _provenance_section(boards: list[Board]) -> list[str]:
     more = f" and {len(top) - 6} more" if len(top) > 6 else ""
     out.append(f"- code: {len(top)} commit(s) of medseg_bench (runs per commit): {shown}{more}. A new commit does not "
                "invalidate finished cells; each record names its commit, plan hash, split hash and dataset hash.")
-    machines = _merge_machines(boards)
+    machines = machines_of(records)
     if machines:
         out.append("- " + _machines_text(machines))
     return out + [""]
