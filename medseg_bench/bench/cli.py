@@ -188,7 +188,8 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                 log(f"warning: {w}")
             log(f"--records: {len(importable)} finished cell(s) would be imported from {records}")
         return _dry_run(workdir, cells, estimates, workers, stream, rerun=rerun, importable=importable), cells
-    update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})})
+    update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})},
+                    {ds: {"instance_labels": bool(plans[ds].get("instance_labels"))} for ds in ds_names})
     if rerun:
         from .results import reset_cell
 

@@ -33,6 +33,7 @@ __all__ = [
     "import_records",
     "importable_records",
     "load_manifest",
+    "load_manifest_datasets",
     "load_manifest_methods",
     "load_records",
     "read_json",
@@ -320,19 +321,22 @@ def _cell_sort_key(d: dict):
     return (d["dataset"], d["preset"], d["configuration"], d["method"], budget_sort_key(d["budget"]), d["seed"])
 
 
-def update_manifest(workdir: Path, cells: list[Cell], methods: dict | None = None) -> Path:
-    """Add ``cells`` to ``results/_grid.json`` (the union of every grid run in this workdir), and the
-    ``method_info`` of their methods (``methods``: name -> info), so that a leaderboard can label a row
-    whose cells have no record yet."""
+def update_manifest(workdir: Path, cells: list[Cell], methods: dict | None = None,
+                    datasets: dict | None = None) -> Path:
+    """Add ``cells`` to ``results/_grid.json`` (the union of every grid run in this workdir), the
+    ``method_info`` of their methods (``methods``: name -> info) and facts about their datasets
+    (``datasets``: name -> e.g. ``{"instance_labels": True}``), so that a leaderboard can label a row,
+    and choose a board's metrics, before any of its cells has a record."""
     path = results_dir(workdir) / GRID_MANIFEST
     known = {Cell.from_dict(d) for d in load_manifest(workdir)}
     known.update(cells)
     rows = sorted((c.to_dict() for c in known), key=_cell_sort_key)
-    info = dict(load_manifest_methods(workdir))
-    info.update(methods or {})
-    data = {"cells": rows}
-    if info:
-        data["methods"] = {k: info[k] for k in sorted(info)}
+    data: dict = {"cells": rows}
+    for section, new in (("datasets", datasets), ("methods", methods)):
+        merged = dict(_manifest_section(workdir, section))
+        merged.update(new or {})
+        if merged:
+            data[section] = {k: merged[k] for k in sorted(merged)}
     return write_json_atomic(path, data)
 
 
@@ -341,16 +345,25 @@ def _manifest_path(workdir_or_results: Path) -> Path:
     return p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
 
 
-def load_manifest_methods(workdir_or_results: Path) -> dict[str, dict]:
-    """``method_info`` per method name stored in ``_grid.json`` (empty for older manifests)."""
+def _manifest_section(workdir_or_results: Path, section: str) -> dict[str, dict]:
     path = _manifest_path(workdir_or_results)
     if not path.is_file():
         return {}
     data = read_json(path)
-    methods = data.get("methods") if isinstance(data, dict) else None
-    if methods is not None and not isinstance(methods, dict):
-        raise RecordError(f"{path}: 'methods' must map method names to their info")
-    return dict(methods or {})
+    value = data.get(section) if isinstance(data, dict) else None
+    if value is not None and not isinstance(value, dict):
+        raise RecordError(f"{path}: {section!r} must map {section} names to their info")
+    return dict(value or {})
+
+
+def load_manifest_methods(workdir_or_results: Path) -> dict[str, dict]:
+    """``method_info`` per method name stored in ``_grid.json`` (empty for older manifests)."""
+    return _manifest_section(workdir_or_results, "methods")
+
+
+def load_manifest_datasets(workdir_or_results: Path) -> dict[str, dict]:
+    """Facts per dataset name stored in ``_grid.json`` (``instance_labels``; empty for older manifests)."""
+    return _manifest_section(workdir_or_results, "datasets")
 
 
 def load_manifest(workdir_or_results: Path) -> list[dict]:

@@ -223,11 +223,13 @@ def _cost(row: BoardRow) -> dict:
 
 
 def build_boards(records: list[dict], manifest: list[dict] | None = None,
-                 manifest_methods: dict[str, dict] | None = None) -> list[Board]:
+                 manifest_methods: dict[str, dict] | None = None,
+                 manifest_datasets: dict[str, dict] | None = None) -> list[Board]:
     """Group records (and expected cells from the manifest) into boards, sorted by dataset, preset.
 
     ``manifest_methods`` (method -> ``method_info``, from the grid manifest) labels rows that have no
-    record yet; a record's own ``method_info`` wins."""
+    record yet; a record's own ``method_info`` wins. ``manifest_datasets`` (dataset -> facts) marks
+    instance datasets, so their boards show AJI / PQ columns before the first record arrives."""
     info = _method_info(records)
     for name, mi in (manifest_methods or {}).items():
         cur = info.setdefault(name, {})
@@ -246,6 +248,8 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
     for d in manifest or []:
         slot(d).expected.add(int(d["seed"]))
     cases_seen: dict[tuple, set] = {}
+    instance_datasets = {ds for ds, facts in (manifest_datasets or {}).items()
+                         if isinstance(facts, dict) and facts.get("instance_labels")}
     instance_boards = set()
     for r in records:
         c = r["cell"]
@@ -275,7 +279,7 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
 
     boards = []
     for (ds, preset), rows in sorted(groups.items()):
-        inst = (ds, preset) in instance_boards
+        inst = (ds, preset) in instance_boards or ds in instance_datasets
         metrics = list(CLASS_METRICS_SHOWN) + (list(INSTANCE_METRICS_SHOWN) if inst else [])
         configs_per_method: dict[str, set] = {}
         for method, config in rows:

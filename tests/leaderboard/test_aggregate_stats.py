@@ -32,6 +32,14 @@ def test_inf_hd95_counts_at_the_diagonal_not_silently():
     assert cell.mean["hd95"] == pytest.approx(2.0) and cell.n_nan["hd95"] == 1 and cell.mean["dice"] == 0.8
 
 
+def test_instance_board_shows_aji_pq_before_its_first_record():
+    expected = [{"dataset": "nuc", "preset": "demo", "configuration": "2d", "method": "m", "budget": 2, "seed": 0}]
+    board = build_boards([], expected, manifest_datasets={"nuc": {"instance_labels": True}})[0]
+    assert board.instance and {"aji", "pq"} <= set(board.metrics)
+    plain = build_boards([], expected, manifest_datasets={"nuc": {"instance_labels": False}})[0]
+    assert not plain.instance and "aji" not in plain.metrics
+
+
 def test_case_values_diagonal_from_shape_when_missing():
     case = {"case": "a", "shape": [3, 4], "spacing": [1.0, 1.0], "classes": {"x": {"hd95": float("inf")}}}
     vals, n_inf, _ = case_values(case, ("hd95",))
