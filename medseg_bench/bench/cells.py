@@ -17,7 +17,7 @@ from pathlib import Path
 from .grid import Cell
 from .results import failure_record, sync_done_record, write_record
 
-__all__ = ["CellTask", "default_cell_fn", "execute_cell", "limit_threads", "method_info_of"]
+__all__ = ["CellTask", "default_cell_fn", "execute_cell", "limit_threads", "method_info_of", "prepare_worker"]
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -64,6 +64,19 @@ def limit_threads(num_threads: int | None) -> None:
                 pass
     except ImportError:  # pragma: no cover
         pass
+
+
+def prepare_worker() -> None:
+    """Load the suite's code and note its git commit once, when a worker process starts.
+
+    A reference grid runs for hours while its checkout may move on; every record a worker writes must
+    name the code that worker actually runs. Importing the built-in methods now (instead of at the first
+    cell that needs them) and remembering the commit now keeps the two together."""
+    import medseg_bench.methods  # noqa: F401  (registers and loads every built-in method)
+
+    from ..training.provenance import git_commit
+
+    git_commit()
 
 
 def method_info_of(name: str) -> dict:

@@ -205,8 +205,11 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
         for w in warnings:
             log(f"warning: {w}")
         log(f"--records: {n_imported} finished cell(s) imported from {records}")
+    from .cells import prepare_worker
     from .executors import make_executor
     from .results import cell_is_done
+
+    prepare_worker()  # in-process cells (workers=0) name the commit this run started from, too
 
     todo = sum(not cell_is_done(workdir, c) for c in cells)
     cores = os.cpu_count() or 1

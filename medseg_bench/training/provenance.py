@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
@@ -15,8 +16,13 @@ import torch
 __all__ = ["environment", "git_commit", "peak_memory_mb", "speed_probe_ms"]
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit the package runs from (``+dirty`` when tracked package files differ), or None."""
+    """The commit the package runs from (``+dirty`` when tracked package files differ), or None.
+
+    Read once per process and then remembered: a benchmark worker runs the code it imported at its
+    start, so a commit (or an edit) made in the checkout while a long grid runs must not relabel the
+    records it writes afterwards. Workers call this when they start (``bench.cells.prepare_worker``)."""
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import replace
 from multiprocessing.connection import wait
 
-from ..cells import CellTask, execute_cell, limit_threads
+from ..cells import CellTask, execute_cell, limit_threads, prepare_worker
 from .base import Executor, infrastructure_failure
 
 __all__ = ["LocalExecutor"]
@@ -26,6 +26,7 @@ __all__ = ["LocalExecutor"]
 def _worker_loop(conn, num_threads: int | None) -> None:
     """Worker process: receive a task, run it, send back ``("ok", record)``; ``None`` ends the loop."""
     limit_threads(num_threads)
+    prepare_worker()
     while True:
         try:
             task = conn.recv()
