@@ -37,6 +37,7 @@ __all__ = [
     "load_manifest_methods",
     "load_records",
     "read_json",
+    "read_manifest",
     "record_path",
     "reset_cell",
     "results_dir",
@@ -328,13 +329,12 @@ def update_manifest(workdir: Path, cells: list[Cell], methods: dict | None = Non
     (``datasets``: name -> e.g. ``{"instance_labels": True}``), so that a leaderboard can label a row,
     and choose a board's metrics, before any of its cells has a record."""
     path = results_dir(workdir) / GRID_MANIFEST
-    known = {Cell.from_dict(d) for d in load_manifest(workdir)}
+    old = read_manifest(workdir)
+    known = {Cell.from_dict(d) for d in old["cells"]}
     known.update(cells)
-    rows = sorted((c.to_dict() for c in known), key=_cell_sort_key)
-    data: dict = {"cells": rows}
+    data: dict = {"cells": sorted((c.to_dict() for c in known), key=_cell_sort_key)}
     for section, new in (("datasets", datasets), ("methods", methods)):
-        merged = dict(_manifest_section(workdir, section))
-        merged.update(new or {})
+        merged = {**old[section], **(new or {})}
         if merged:
             data[section] = {k: merged[k] for k in sorted(merged)}
     return write_json_atomic(path, data)
@@ -345,33 +345,35 @@ def _manifest_path(workdir_or_results: Path) -> Path:
     return p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
 
 
-def _manifest_section(workdir_or_results: Path, section: str) -> dict[str, dict]:
+def read_manifest(workdir_or_results: Path) -> dict:
+    """``_grid.json`` read and checked once (accepts the workdir or its ``results/`` folder):
+    ``{"cells": [...], "methods": {name: info}, "datasets": {name: facts}}``, empty when absent
+    (older manifests have no ``methods`` / ``datasets``)."""
     path = _manifest_path(workdir_or_results)
     if not path.is_file():
-        return {}
+        return {"cells": [], "methods": {}, "datasets": {}}
     data = read_json(path)
-    value = data.get(section) if isinstance(data, dict) else None
-    if value is not None and not isinstance(value, dict):
-        raise RecordError(f"{path}: {section!r} must map {section} names to their info")
-    return dict(value or {})
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise RecordError(f"{path}: expected {{'cells': [...]}}")
+    out = {"cells": data["cells"]}
+    for section in ("methods", "datasets"):
+        value = data.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise RecordError(f"{path}: {section!r} must map {section} names to their info")
+        out[section] = dict(value or {})
+    return out
 
 
 def load_manifest_methods(workdir_or_results: Path) -> dict[str, dict]:
     """``method_info`` per method name stored in ``_grid.json`` (empty for older manifests)."""
-    return _manifest_section(workdir_or_results, "methods")
+    return read_manifest(workdir_or_results)["methods"]
 
 
 def load_manifest_datasets(workdir_or_results: Path) -> dict[str, dict]:
     """Facts per dataset name stored in ``_grid.json`` (``instance_labels``; empty for older manifests)."""
-    return _manifest_section(workdir_or_results, "datasets")
+    return read_manifest(workdir_or_results)["datasets"]
 
 
 def load_manifest(workdir_or_results: Path) -> list[dict]:
     """Cells listed in ``_grid.json`` (accepts the workdir or its ``results/`` folder)."""
-    path = _manifest_path(workdir_or_results)
-    if not path.is_file():
-        return []
-    data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise RecordError(f"{path}: expected {{'cells': [...]}}")
-    return data["cells"]
+    return read_manifest(workdir_or_results)["cells"]

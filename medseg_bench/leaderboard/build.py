@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..bench.grid import budget_sort_key
-from ..bench.results import load_manifest, load_manifest_datasets, load_manifest_methods
+from ..bench.results import read_manifest
 from .aggregate import Board, build_boards
 from .stats import annotate_board
 from .tables import board_csv, board_markdown, readme_markdown
@@ -98,11 +98,9 @@ def build_leaderboard(records: list[dict], out: Path, manifest_dir: Path | None 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(manifest_dir) if manifest_dir is not None else []
-    manifest_methods = load_manifest_methods(manifest_dir) if manifest_dir is not None else {}
-    manifest_datasets = load_manifest_datasets(manifest_dir) if manifest_dir is not None else {}
+    grid = read_manifest(manifest_dir) if manifest_dir is not None else {"cells": [], "methods": {}, "datasets": {}}
     boards: list[Board] = [annotate_board(b)
-                           for b in build_boards(records, manifest, manifest_methods, manifest_datasets)]
+                           for b in build_boards(records, grid["cells"], grid["methods"], grid["datasets"])]
     if reported_path is None:
         reported_path = out / "reported.yaml" if (out / "reported.yaml").is_file() else REPO_REPORTED
     reported = load_reported(reported_path)

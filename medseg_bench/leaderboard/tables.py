@@ -215,6 +215,7 @@ CSV_COLUMNS_BASE = ["dataset", "preset", "method", "configuration", "family", "o
 
 
 def board_csv_rows(board: Board) -> list[dict]:
+    digits = {m: metric_digits(board, m) + 2 for m in board.metrics}  # once per board, not per cell
     rows = []
     for r in sorted(board.rows, key=lambda r: r.label):
         for b in board.budgets:
@@ -228,7 +229,7 @@ def board_csv_rows(board: Board) -> list[dict]:
                    "seeds_missing": len(c.missing), "rank": "" if c.rank is None else c.rank,
                    "reference": c.reference or ""}
             for m in board.metrics:
-                d = metric_digits(board, m) + 2
+                d = digits[m]
                 lo, hi = c.ci.get(m, (math.nan, math.nan))
                 row.update({f"{m}_mean": fmt(c.mean.get(m), d), f"{m}_std": fmt(c.std.get(m), d),
                             f"{m}_ci_low": fmt(lo, d), f"{m}_ci_high": fmt(hi, d),
