@@ -33,10 +33,9 @@ __all__ = [
     "import_records",
     "importable_records",
     "load_manifest",
-    "load_manifest_datasets",
-    "load_manifest_methods",
     "load_records",
     "read_json",
+    "empty_manifest",
     "read_manifest",
     "record_path",
     "reset_cell",
@@ -345,13 +344,18 @@ def _manifest_path(workdir_or_results: Path) -> Path:
     return p / GRID_MANIFEST if p.name == "results" else results_dir(p) / GRID_MANIFEST
 
 
+def empty_manifest() -> dict:
+    """The manifest of a grid that lists nothing yet."""
+    return {"cells": [], "methods": {}, "datasets": {}}
+
+
 def read_manifest(workdir_or_results: Path) -> dict:
     """``_grid.json`` read and checked once (accepts the workdir or its ``results/`` folder):
     ``{"cells": [...], "methods": {name: info}, "datasets": {name: facts}}``, empty when absent
     (older manifests have no ``methods`` / ``datasets``)."""
     path = _manifest_path(workdir_or_results)
     if not path.is_file():
-        return {"cells": [], "methods": {}, "datasets": {}}
+        return empty_manifest()
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise RecordError(f"{path}: expected {{'cells': [...]}}")
@@ -362,16 +366,6 @@ def read_manifest(workdir_or_results: Path) -> dict:
             raise RecordError(f"{path}: {section!r} must map {section} names to their info")
         out[section] = dict(value or {})
     return out
-
-
-def load_manifest_methods(workdir_or_results: Path) -> dict[str, dict]:
-    """``method_info`` per method name stored in ``_grid.json`` (empty for older manifests)."""
-    return read_manifest(workdir_or_results)["methods"]
-
-
-def load_manifest_datasets(workdir_or_results: Path) -> dict[str, dict]:
-    """Facts per dataset name stored in ``_grid.json`` (``instance_labels``; empty for older manifests)."""
-    return read_manifest(workdir_or_results)["datasets"]
 
 
 def load_manifest(workdir_or_results: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..bench.grid import budget_sort_key
-from ..bench.results import read_manifest
+from ..bench.results import empty_manifest, read_manifest
 from .aggregate import Board, build_boards
 from .stats import annotate_board
 from .tables import board_csv, board_markdown, readme_markdown
@@ -98,7 +98,7 @@ def build_leaderboard(records: list[dict], out: Path, manifest_dir: Path | None 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = read_manifest(manifest_dir) if manifest_dir is not None else {"cells": [], "methods": {}, "datasets": {}}
+    grid = read_manifest(manifest_dir) if manifest_dir is not None else empty_manifest()
     boards: list[Board] = [annotate_board(b)
                            for b in build_boards(records, grid["cells"], grid["methods"], grid["datasets"])]
     if reported_path is None:

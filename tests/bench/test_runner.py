@@ -8,7 +8,7 @@ from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare, toy_
 
 from medseg_bench.bench import load_manifest, load_records, run_benchmark
 from medseg_bench.bench.cli import run_command
-from medseg_bench.bench.results import load_manifest_datasets, load_manifest_methods
+from medseg_bench.bench.results import read_manifest
 
 
 @pytest.fixture()
@@ -38,9 +38,9 @@ def test_run_skip_and_resume(wd):
     records = load_records(wd / "results")
     assert len(records) == len(cells) and all(r["status"] == "done" for r in records)
     assert len(load_manifest(wd)) == len(cells)
-    info = load_manifest_methods(wd)  # rows without a record yet can still be labelled
+    info = read_manifest(wd)["methods"]  # rows without a record yet can still be labelled
     assert info["unsup"]["family"] == "unsupervised" and info["supervised_full"]["citation"] == "test"
-    assert load_manifest_datasets(wd) == {"toy_a": {"instance_labels": False}, "toy_b": {"instance_labels": False}}
+    assert read_manifest(wd)["datasets"] == {"toy_a": {"instance_labels": False}, "toy_b": {"instance_labels": False}}
     assert (wd / "prepare.log").read_text().split() == ["toy_a", "toy_b"]  # each dataset prepared once
 
     # re-running a finished grid does no work and is fast
