@@ -61,6 +61,9 @@ class _Worker:
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(timeout=5)
+        if self.proc.is_alive():  # SIGTERM not honoured in time (busy C call, loaded machine): SIGKILL
+            self.proc.kill()
+            self.proc.join(timeout=5)
         self.conn.close()
 
 
