@@ -27,6 +27,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+
+def _sigint_default():
+    """A shell starts background jobs (e.g. CI launched with `&`) with SIGINT ignored and children inherit
+    that; these tests are about a foreground Ctrl-C, so the child gets SIGINT's default disposition back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def _cells_called(wd: Path) -> Counter:
     log = wd / "calls.log"
     lines = log.read_text().splitlines() if log.exists() else []
@@ -38,7 +44,7 @@ def test_killed_grid_resumes(tmp_path):
     toy_dataset(tmp_path, "toy_b")
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(here=str(HERE), wd=str(tmp_path)))
-    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, preexec_fn=_sigint_default)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((tmp_path / "results").glob("toy*.json"))) < 3:
         time.sleep(0.2)
@@ -90,7 +96,7 @@ def test_signal_to_the_runner_stops_it_and_its_workers_and_a_rerun_resumes(tmp_p
     toy_dataset(tmp_path, "toy_b")
     script = tmp_path / "run_cli.py"
     script.write_text(CLI_SCRIPT.format(here=str(HERE), wd=str(tmp_path), sleep=60.0))
-    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, preexec_fn=_sigint_default)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len((tmp_path / "calls.log").read_text().splitlines()
