@@ -27,11 +27,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-
 def _sigint_default():
     """A shell starts background jobs (e.g. CI launched with `&`) with SIGINT ignored and children inherit
     that; these tests are about a foreground Ctrl-C, so the child gets SIGINT's default disposition back."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 def _cells_called(wd: Path) -> Counter:
     log = wd / "calls.log"
