@@ -87,13 +87,15 @@ class _Progress:
             print(line, file=self.stream)
 
     def update(self, n: int, remaining_est_s: float, running: int, failed: int) -> None:
+        """Advance the bar by ``n`` finished cells (0: only refresh the running / failed / ETA status)."""
         if self.bar is None:
             return
         # ETA from the cells' cost estimates, rescaled by how fast finished cells actually ran
         scale = self.real_done / self.est_done if self.est_done > 0 else 1.0
         eta = remaining_est_s * scale / self.workers
-        self.bar.set_postfix_str(f"running {running}, failed {failed}, ETA ~{_fmt_s(eta)}", refresh=False)
-        self.bar.update(n)
+        self.bar.set_postfix_str(f"running {running}, failed {failed}, ETA ~{_fmt_s(eta)}", refresh=n == 0)
+        if n:
+            self.bar.update(n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -179,6 +181,7 @@ def run_cells(
                     started[t.cell] = time.monotonic()
                     prog.write(f"  start  {t.cell.label()}")
                 executor.submit(wave)
+                prog.update(0, remaining_est, executor.running(), len(summary.failed))  # show the new count
             for task, record in executor.poll(poll_s):
                 cell = task.cell
                 took = time.monotonic() - started.pop(cell, time.monotonic())

@@ -274,3 +274,24 @@ def test_cells_run_seed_by_seed_longest_first_within_a_seed(tmp_path):
     assert summary.ok and summary.done == len(cells)
     assert [c.seed for c in ex.order] == [0] * 4 + [1] * 4 + [2] * 4
     assert [(c.method, c.budget) for c in ex.order[:4]] == [("long", 4), ("long", 2), ("short", 4), ("short", 2)]
+
+
+class _PairExecutor(_SerialExecutor):
+    """Two tasks at a time, run inline."""
+
+    capacity = 2
+
+
+def test_progress_bar_shows_how_many_cells_are_running(tmp_path):
+    import io
+
+    from medseg_bench.bench.grid import Cell
+    from medseg_bench.bench.runner import run_cells
+
+    cells = [Cell("toy_a", "demo", "2d", "unsup", 0, s) for s in range(4)]
+    stream = io.StringIO()
+    summary = run_cells(tmp_path, cells, _PairExecutor(), progress=True, stream=stream, poll_s=0.0)
+    out = stream.getvalue()
+    assert summary.ok and "cells: 4/4" in out
+    assert "running 2" in out  # the count once a wave of two is submitted, not the gap between two cells
+    assert out.count("  done   ") == 4
