@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
+import traceback
 
 from . import __version__
 
 NOT_YET = 2
+INPUT_ERROR = 2
 
 
 def _add_workdir(p: argparse.ArgumentParser) -> None:
@@ -27,6 +30,13 @@ def _sub(subparsers, name: str, target: str, help: str) -> argparse.ArgumentPars
     p = subparsers.add_parser(name, help=help, description=help)
     p.set_defaults(_target=target)
     _add_workdir(p)
+    return p
+
+
+def _add_no_verify(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the raw-dataset check (the checks of `datasets check`, run first and cached per dataset "
+                        "fingerprint in <workdir>/preprocessed/<dataset>/validation.json)")
     return p
 
 
@@ -62,17 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="raw dataset folder, or a dataset name under <workdir>/raw")
 
     p = _sub(sub, "plan", "medseg_bench.planning:plan_command", "fingerprint a dataset and write plans.json (no labels used)")
+    _add_no_verify(p)
     p.add_argument("dataset", help="dataset name under <workdir>/raw or path to a raw folder")
     p.add_argument("--memory-gb", type=float, default=None, help="GPU memory target of the paper preset in GB (default 8, as nnU-Net; CPU presets are sized by step time)")
     p.add_argument("--force", action="store_true", help="overwrite plans.json even if it was edited by hand")
     p.add_argument("--calibrate", action="store_true", help="re-measure this machine's CPU step cost")
 
     p = _sub(sub, "preprocess", "medseg_bench.preprocessing:preprocess_command", "crop, normalise and resample into the preprocessed cache")
+    _add_no_verify(p)
     p.add_argument("dataset", help="dataset name under <workdir>/raw or path to a raw folder")
     p.add_argument("-c", "--config", dest="configs", nargs="+", default=None, help="configurations (default: all planned)")
     p.add_argument("-j", "--num-workers", type=int, default=None, help="worker processes (default: cores)")
 
     p = _sub(sub, "train", "medseg_bench.training.cli:train_command", "train one method at one label budget and seed, then evaluate on the test set")
+    _add_no_verify(p)
     p.add_argument("dataset", help="dataset name under <workdir>/raw")
     p.add_argument("--method", required=True, help="a registered method name (e.g. supervised, mean_teacher)")
     p.add_argument("--budget", required=True, help="number of labelled training cases, or 'all'")
@@ -100,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="out_dir", default=None, help="where metrics are written (default: pred_dir)")
 
     p = _sub(sub, "run", "medseg_bench.bench.cli:run_command", "run a benchmark grid (default: the built-in benchmark) and write its leaderboard")
+    _add_no_verify(p)
     p.add_argument("--datasets", nargs="+", default=None,
                    help="dataset names under <workdir>/raw or built-in generator names (default: the four built-in "
                         "datasets, generated when absent)")
@@ -129,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", default=None, metavar="BUNDLE", help="re-score a submission bundle and merge it")
 
     p = _sub(sub, "submit", "medseg_bench.leaderboard.cli:submit_command", "validate, train and predict a new method into a submission bundle")
+    _add_no_verify(p)
     p.add_argument("method", metavar="PATH_OR_ENTRYPOINT",
                    help="a Python file defining one Method subclass, or the name of an installed entry point "
                         "(group medseg_bench.methods)")
@@ -185,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         return NOT_YET
     from .workdir import resolve_workdir
 
+    from .errors import InputError
+
     kwargs = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "datasets_command")}
+    if kwargs.pop("no_verify", False):
+        os.environ["MEDSEG_NO_VERIFY"] = "1"  # inherited by worker processes (see io/verify.py)
     kwargs["workdir"] = resolve_workdir(kwargs.get("workdir"))
     try:
         with _sigterm_as_interrupt():
@@ -193,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except InputError as exc:
+        print(f"medseg-bench {name}: {exc}", file=sys.stderr)
+        return INPUT_ERROR
+    except Exception:  # a bug, not bad input: show where it happened
+        traceback.print_exc()
+        print(f"medseg-bench {name}: internal error (a bug in medseg_bench {__version__}, not a problem with your "
+              "input); please report it with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,9 @@ the traceback, so one broken cell does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +124,38 @@ def execute_cell(task: CellTask) -> dict:
     done = sync_done_record(workdir, cell)
     if done is not None:
         return done
+    with cell_lock(cell.run_dir(workdir)):
+        done = sync_done_record(workdir, cell)  # another runner may have finished it while we waited
+        if done is not None:
+            return done
+        return _execute_locked(task, cell, workdir)
+
+
+@contextlib.contextmanager
+def cell_lock(run_dir: Path):
+    """Exclusive lock of one cell across processes and runners on one workdir: ``flock`` on
+    ``<run_dir>.lock`` (holder's pid written inside). The kernel drops the lock when its holder dies
+    (SIGKILL included), so a stale lock file never blocks. A second runner waits and says so."""
+    import fcntl
+
+    path = Path(run_dir).with_name(Path(run_dir).name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            print(f"waiting for cell {run_dir} held by another runner (pid {holder}) ...", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _execute_locked(task: CellTask, cell, workdir: Path) -> dict:
     limit_threads(task.num_threads)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()

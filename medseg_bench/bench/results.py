@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import platform
 import subprocess
 import tempfile
@@ -150,12 +151,21 @@ def sync_done_record(workdir: Path, cell: Cell) -> dict | None:
     src = cell.run_dir(workdir) / "record.json"
     dst = record_path(workdir, cell)
     if dst.is_file() and (not src.is_file() or dst.stat().st_mtime >= src.stat().st_mtime):
-        record = read_json(dst)
-        if record.get("status") == "done":
-            return record
-    if not src.is_file():
-        raise RecordError(f"{src}: cell is marked DONE but its record.json is missing")
-    record = _validate(read_json(src), src)
+        try:
+            record = _validate(read_json(dst), dst)
+            if record.get("status") == "done":
+                return record
+        except RecordError:
+            pass  # truncated/corrupt copy: rebuilt from the run folder below, never read as a result
+    try:
+        if not src.is_file():
+            raise RecordError(f"{src}: cell is marked DONE but its record.json is missing")
+        record = _validate(read_json(src), src)
+    except RecordError as exc:
+        # the run's own record is unreadable (truncated on disk): the cell is not done; redo it
+        print(f"warning: {exc}; the cell is run again", file=sys.stderr)
+        (cell.run_dir(workdir) / DONE_MARKER).unlink(missing_ok=True)
+        return None
     write_record(workdir, record)
     return record
 

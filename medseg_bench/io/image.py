@@ -18,6 +18,8 @@ else 1.
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ NATURAL_ENDINGS = (".png", ".tif", ".tiff")
 SUPPORTED_ENDINGS = MEDICAL_ENDINGS + NATURAL_ENDINGS
 
 
-class ImageReadError(OSError):
+class ImageReadError(InputError, OSError):
     """An image file could not be read; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -17,6 +17,8 @@ Loaded case images are **channel first**: ``(C, *spatial)``, also for RGB files.
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 import hashlib
 import json
 import os
@@ -50,7 +52,7 @@ REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A raw dataset is malformed; the message names the file and the problem."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .image import ImageReadError, image_ending, read_image
 from .raw_dataset import SUBSET_FOLDERS, Case, DatasetError, RawDataset
 
-__all__ = ["Problem", "check_dataset", "format_problems"]
+__all__ = ["CHECKS", "Problem", "check_dataset", "format_problems", "name_problem"]
 
 GEOMETRY_RTOL = 1e-4
 GEOMETRY_ATOL = 1e-4
@@ -38,7 +38,28 @@ def format_problems(problems: list[Problem]) -> str:
     return "\n".join(str(p) for p in problems)
 
 
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot be handled safely (``None`` when fine). Checked before any reader sees
+    the file: SimpleITK aborts in C++ on some names instead of raising."""
+    if not name.isascii():
+        return "file name has non-ASCII characters; use ASCII letters, digits, '_' and '-' only"
+    if any(ch.isspace() for ch in name):
+        return "file name contains whitespace; use ASCII letters, digits, '_' and '-' only"
+    if ".." in name:
+        return "file name contains '..'; use ASCII letters, digits, '_' and '-' only"
+    return None
+
+
 def _read(path: Path, spacing, problems: list[Problem]):
+    if name_problem(path.name):
+        return None  # reported once by _check_names
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            problems.append(Problem(path, "empty file (0 bytes)"))
+            return None
+    except OSError as exc:
+        problems.append(Problem(path, f"cannot stat file ({exc})"))
+        return None
     try:
         return read_image(path, spacing)
     except ImageReadError as exc:
@@ -72,7 +93,7 @@ def _check_geometry(ref_file: Path, ref: tuple, other_file: Path, other: tuple, 
         problems.append(Problem(other_file, f"{what} {name} mismatch with image {ref_file.name}: {mine} vs {image}"))
 
 
-def _check_case(ds: RawDataset, case: Case, problems: list[Problem]) -> None:
+def _check_case(ds: RawDataset, case: Case, problems: list[Problem], foreground: dict | None = None) -> None:
     spacing = ds.spacing
     channels = []
     for f in case.image_files:
@@ -106,6 +127,8 @@ def _check_case(ds: RawDataset, case: Case, problems: list[Problem]) -> None:
                 problems.append(Problem(case.label_file, "label map holds non-integer values"))
             else:
                 values = set(np.unique(arr).astype(np.int64).tolist())
+                if foreground is not None:
+                    foreground[case.case_id] = bool(values - {0})
                 unknown = sorted(values - declared)
                 if unknown:
                     problems.append(Problem(case.label_file, f"label values {unknown} are not declared in dataset.json labels {sorted(declared)}"))
@@ -147,6 +170,60 @@ def _orphans(ds: RawDataset, problems: list[Problem]) -> None:
                     problems.append(Problem(f, f"{what} without image: no {images}/{case_id}_0000{ending}"))
 
 
+def _check_names(ds: RawDataset, problems: list[Problem]) -> None:
+    """Every file under the dataset's image/label folders with a name no reader can be trusted with."""
+    for folders in SUBSET_FOLDERS.values():
+        for folder in folders:
+            if folder is None or not (ds.path / folder).is_dir():
+                continue
+            for f in sorted((ds.path / folder).iterdir()):
+                why = name_problem(f.name)
+                if why:
+                    problems.append(Problem(f, why))
+
+
+def _check_counts(ds: RawDataset, problems: list[Problem]) -> None:
+    train = ds.raw_cases("train")
+    if not train:
+        problems.append(Problem(ds.path / "imagesTr", "empty dataset: no training images found"))
+    if train and len(train) != ds.num_training:
+        problems.append(Problem(ds.json_path, f"numTraining is {ds.num_training} but imagesTr holds {len(train)} case(s)"))
+    for c in train:
+        if c.label_file is None:
+            problems.append(Problem(c.image_files[0], f"training image without label: no labelsTr/{c.case_id}{ds.file_ending} (put images without labels in imagesUnlabelled/)"))
+    if (ds.path / "labelsTs").is_dir():
+        for c in ds.raw_cases("test"):
+            if c.label_file is None:
+                problems.append(Problem(c.image_files[0], f"test image without label: no labelsTs/{c.case_id}{ds.file_ending}"))
+
+
+def _check_instances(ds: RawDataset, problems: list[Problem]) -> None:
+    has_instances = (ds.path / "instancesTr").is_dir() or (ds.path / "instancesTs").is_dir()
+    if ds.instance_labels:
+        for c in ds.raw_cases("train") + ds.raw_cases("test"):
+            if c.label_file is not None and c.instance_file is None:
+                folder = SUBSET_FOLDERS[c.subset][2]
+                problems.append(Problem(c.label_file, f"dataset declares instance_labels but {folder}/{c.case_id}{ds.file_ending} is missing"))
+    elif has_instances:
+        problems.append(Problem(ds.json_path, "instancesTr/instancesTs present but dataset.json lacks \"instance_labels\": true"))
+
+
+def _check_contents(ds: RawDataset, problems: list[Problem]) -> None:
+    """Read every case (cases with an unsafe file name are skipped: :func:`_check_names` reports them)."""
+    train_fg: dict[str, bool] = {}
+    for c in ds.raw_cases("train") + ds.raw_cases("test") + ds.raw_cases("unlabelled"):
+        files = list(c.image_files) + [f for f in (c.label_file, c.instance_file) if f is not None]
+        if any(name_problem(f.name) for f in files):
+            continue
+        _check_case(ds, c, problems, train_fg if c.subset == "train" else None)
+    if train_fg and not any(train_fg.values()):
+        problems.append(Problem(ds.path / "labelsTr", f"every training label ({len(train_fg)}) is all background (only value 0): nothing to learn"))
+
+
+#: Dataset-level checks, run in order; each appends :class:`Problem` s. Add a check here.
+CHECKS = [_check_names, _orphans, _check_counts, _check_instances, _check_contents]
+
+
 def check_dataset(path: str | os.PathLike) -> list[Problem]:
     """Check a raw dataset folder; returns all problems found (empty list = valid)."""
     path = Path(path)
@@ -162,29 +239,6 @@ def check_dataset(path: str | os.PathLike) -> list[Problem]:
     except ValueError:
         problems.append(Problem(ds.json_path, f"file_ending {ds.file_ending!r} is not a supported image format"))
         return problems
-    _orphans(ds, problems)
-    train = ds.raw_cases("train")
-    if not train:
-        problems.append(Problem(ds.path / "imagesTr", "empty dataset: no training images found"))
-    labelled = [c for c in train if c.label_file is not None]
-    if train and len(train) != ds.num_training:
-        problems.append(Problem(ds.json_path, f"numTraining is {ds.num_training} but imagesTr holds {len(train)} case(s)"))
-    for c in train:
-        if c.label_file is None:
-            problems.append(Problem(c.image_files[0], f"training image without label: no labelsTr/{c.case_id}{ds.file_ending} (put images without labels in imagesUnlabelled/)"))
-    test = ds.raw_cases("test")
-    if (ds.path / "labelsTs").is_dir():
-        for c in test:
-            if c.label_file is None:
-                problems.append(Problem(c.image_files[0], f"test image without label: no labelsTs/{c.case_id}{ds.file_ending}"))
-    has_instances = (ds.path / "instancesTr").is_dir() or (ds.path / "instancesTs").is_dir()
-    if ds.instance_labels:
-        for c in labelled + [c for c in test if c.label_file is not None]:
-            if c.instance_file is None:
-                folder = SUBSET_FOLDERS[c.subset][2]
-                problems.append(Problem(c.label_file, f"dataset declares instance_labels but {folder}/{c.case_id}{ds.file_ending} is missing"))
-    elif has_instances:
-        problems.append(Problem(ds.json_path, "instancesTr/instancesTs present but dataset.json lacks \"instance_labels\": true"))
-    for c in train + test + ds.raw_cases("unlabelled"):
-        _check_case(ds, c, problems)
+    for check in CHECKS:
+        check(ds, problems)
     return problems

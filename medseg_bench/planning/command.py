@@ -112,6 +112,9 @@ def plan_command(dataset, workdir, memory_gb: float | None = None, force: bool =
         print(f"note: CPU step times use the shipped reference model ({model.source}); "
               "run `medseg-bench plan --calibrate` once to measure this machine")
     out_dir = wd.preprocessed(raw_dir.name)
+    from ..io.verify import verify_dataset
+
+    verify_dataset(raw_dir, out_dir)  # InvalidDatasetError -> the CLI prints every problem, exit 2
     try:
         plans = plan_dataset(raw_dir, out_dir, memory_gb=memory_gb, force=force, step_model=model,
                              log=lambda m: print(f"warning: {m}", file=sys.stderr))

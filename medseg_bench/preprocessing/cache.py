@@ -132,6 +132,9 @@ def _is_current(folder: Path, case_id: str, key: str, needs_label: bool) -> bool
 
 
 def _init_worker():
+    from .._procs import die_with_parent
+
+    die_with_parent()
     try:
         import SimpleITK as sitk
 
@@ -203,12 +206,32 @@ def _run(tasks, num_workers, progress, desc) -> dict[str, str]:
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker) as pool:
-            for fut in as_completed([pool.submit(_process, t) for t in tasks]):
-                case_id, err = fut.result()
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn, not fork: a fork of a parent holding threads (tqdm, ITK) can deadlock in the child
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        futures = {pool.submit(_process, t): t[0] for t in tasks}
+        try:
+            for fut in as_completed(futures):
+                try:
+                    case_id, err = fut.result()
+                except BrokenProcessPool:
+                    # a reader crashed its worker (native abort, OOM kill): stop now, name the cases
+                    pending = {c.case_id for f, c in futures.items() if not f.done() or f.exception(timeout=0) is not None}
+                    for f, c in futures.items():
+                        if c.case_id in pending:
+                            failed[c.case_id] = (f"{c.image_files[0]}: a preprocessing worker died (native reader crash "
+                                                 "or killed) while this case or another unfinished one was read")
+                    break
                 if err:
                     failed[case_id] = err
                 bar.update()
+        finally:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:  # never leave a worker behind
+                if proc.is_alive():
+                    proc.kill()
     bar.close()
     return dict(sorted(failed.items()))
 
@@ -231,6 +254,9 @@ def preprocess_command(dataset, workdir, configs=None, num_workers: int | None =
     wd = Workdir(Path(workdir))
     try:
         raw_dir = wd.resolve_dataset(dataset)
+        from ..io.verify import verify_dataset
+
+        verify_dataset(raw_dir, wd.preprocessed(raw_dir.name))
         summary = preprocess_dataset(raw_dir, wd.preprocessed(raw_dir.name), configs, num_workers)
     except (FileNotFoundError, KeyError, DatasetError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

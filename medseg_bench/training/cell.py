@@ -61,14 +61,22 @@ def ensure_prepared(workdir, dataset, configs=None, num_workers: int | None = No
     date; returns the plan. Both stages are incremental (an unchanged dataset is only re-checked), so
     this is cheap to call repeatedly. Not safe to run concurrently for one dataset: the runner calls
     it once per dataset before its cells."""
+    from ..io.verify import verify_dataset
     from ..planning import plan_dataset
     from ..preprocessing import preprocess_dataset
 
     wd = _wd(workdir)
     raw_dir = wd.resolve_dataset(dataset)
     out = wd.preprocessed(raw_dir.name)
+    verify_dataset(raw_dir, out)  # InvalidDatasetError before any work (skipped when cached / --no-verify)
     plans = plan_dataset(raw_dir, out, num_workers=num_workers)
-    preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
+    summary = preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
+    failed = {case: err for s in summary.values() for case, err in s["failed"].items()}
+    if failed:
+        from ..errors import InputError
+
+        raise InputError(f"{raw_dir}: {len(failed)} case(s) could not be preprocessed\n"
+                         + "\n".join(f"  {case}: {err}" for case, err in failed.items()))
     return plans
 
 

@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from medseg_bench.planning import plan_dataset
 from medseg_bench.preprocessing import load_plans, preprocess_command, preprocess_dataset
@@ -59,7 +60,19 @@ def test_up_to_date_cases_are_skipped_and_changes_redone(tiny_3d, tmp_path):
     assert redo["processed"] == 1 and redo["skipped"] == 7
 
 
-def test_corrupt_case_fails_by_name_and_leaves_the_cache_clean(tiny_3d, tmp_path, capsys):
+def test_corrupt_case_is_refused_before_preprocessing(tiny_3d, tmp_path):
+    from medseg_bench.errors import InvalidDatasetError
+
+    out = _prepare(tiny_3d, tmp_path)
+    bad = tiny_3d / "imagesTr" / "case_002_0000.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(InvalidDatasetError, match="case_002_0000.nii.gz: unreadable or truncated"):
+        preprocess_command(str(tiny_3d), tmp_path)
+    assert not list((out / "3d_fullres").glob("case_002*"))
+
+
+def test_corrupt_case_fails_by_name_and_leaves_the_cache_clean(tiny_3d, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEDSEG_NO_VERIFY", "1")  # the per-case fallback behind the up-front check
     out = _prepare(tiny_3d, tmp_path)
     bad = tiny_3d / "imagesTr" / "case_002_0000.nii.gz"
     bad.write_bytes(bad.read_bytes()[:300])

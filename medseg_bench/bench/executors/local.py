@@ -25,6 +25,9 @@ __all__ = ["LocalExecutor"]
 
 def _worker_loop(conn, num_threads: int | None) -> None:
     """Worker process: receive a task, run it, send back ``("ok", record)``; ``None`` ends the loop."""
+    from ..._procs import die_with_parent
+
+    die_with_parent()  # SIGKILL of the runner takes its workers with it
     limit_threads(num_threads)
     prepare_worker()
     while True:
