@@ -7,15 +7,14 @@ the traceback, so one broken cell does not stop the others.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .._locks import exclusive_lock
 from .grid import Cell
 from .results import failure_record, sync_done_record, write_record
 
@@ -131,28 +130,12 @@ def execute_cell(task: CellTask) -> dict:
         return _execute_locked(task, cell, workdir)
 
 
-@contextlib.contextmanager
 def cell_lock(run_dir: Path):
-    """Exclusive lock of one cell across processes and runners on one workdir: ``flock`` on
-    ``<run_dir>.lock`` (holder's pid written inside). The kernel drops the lock when its holder dies
-    (SIGKILL included), so a stale lock file never blocks. A second runner waits and says so."""
-    import fcntl
-
-    path = Path(run_dir).with_name(Path(run_dir).name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            print(f"waiting for cell {run_dir} held by another runner (pid {holder}) ...", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    """Exclusive lock of one cell across processes and runners on one workdir (``<run_dir>.lock``, see
+    :func:`medseg_bench._locks.exclusive_lock`): a second runner waits for the cell and says so, then
+    finds it done and does not run it again."""
+    run_dir = Path(run_dir)
+    return exclusive_lock(run_dir.with_name(run_dir.name + ".lock"), f"cell {run_dir}")
 
 
 def _execute_locked(task: CellTask, cell, workdir: Path) -> dict:

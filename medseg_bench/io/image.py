@@ -22,6 +22,7 @@ from ..errors import InputError
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +51,20 @@ class ImageReadError(InputError, OSError):
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        self.reason = _one_line(reason, self.path)
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def _one_line(reason: str, path: Path) -> str:
+    """A reader's message as one short line: SimpleITK's multi-line C++ text (source file, line,
+    the path again) is cut down to its ``sitk::ERROR:`` sentence."""
+    if "SimpleITK" in reason and "ERROR:" in reason:
+        head = reason.split("(", 1)[0].strip()
+        detail = reason.rsplit("ERROR:", 1)[1].strip().rstrip(")")
+        detail = re.sub(r"^\w+\(0x[0-9a-f]+\):\s*", "", detail)  # ITK's "PNGImageIO(0x5654...): "
+        detail = detail.replace(f'"{path}"', "this file").replace(f" in {path}", "").replace(str(path), "this file")
+        reason = f"{head} (SimpleITK: {detail})" if head else detail
+    return " ".join(reason.split())
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,9 @@ def _wd(workdir) -> Workdir:
 def ensure_prepared(workdir, dataset, configs=None, num_workers: int | None = None) -> dict:
     """Plan and preprocess ``dataset`` where its plan or preprocessed arrays are missing or out of
     date; returns the plan. Both stages are incremental (an unchanged dataset is only re-checked), so
-    this is cheap to call repeatedly. Not safe to run concurrently for one dataset: the runner calls
-    it once per dataset before its cells."""
+    this is cheap to call repeatedly. Concurrent calls for one dataset (two runners on one workdir) are
+    serialised by a lock in the preprocessed folder."""
+    from .._locks import exclusive_lock
     from ..io.verify import verify_dataset
     from ..planning import plan_dataset
     from ..preprocessing import preprocess_dataset
@@ -69,8 +70,10 @@ def ensure_prepared(workdir, dataset, configs=None, num_workers: int | None = No
     raw_dir = wd.resolve_dataset(dataset)
     out = wd.preprocessed(raw_dir.name)
     verify_dataset(raw_dir, out)  # InvalidDatasetError before any work (skipped when cached / --no-verify)
-    plans = plan_dataset(raw_dir, out, num_workers=num_workers)
-    summary = preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
+    # two runners on one workdir: the second waits here (and says so), then finds everything up to date
+    with exclusive_lock(out / ".prepare.lock", f"preparing {raw_dir.name}"):
+        plans = plan_dataset(raw_dir, out, num_workers=num_workers)
+        summary = preprocess_dataset(raw_dir, out, configs=configs, num_workers=num_workers, progress=False)
     failed = {case: err for s in summary.values() for case, err in s["failed"].items()}
     if failed:
         from ..errors import InputError

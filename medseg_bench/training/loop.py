@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +69,23 @@ def _maybe_compile(method, ctx, iterations: int) -> None:
         net.compile()  # in place: state_dict keys are unchanged
 
 
+def _load_or_discard(path: Path, device) -> dict | None:
+    """The checkpoint at ``path``, or ``None`` when absent or unreadable (truncated on disk, e.g. by a
+    full disk or a copy cut short): an unreadable one is reported on stderr and deleted, so the run
+    starts over instead of failing or reading garbage."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path, map_location=device)
+        if not isinstance(state, dict) or not {"iteration", "method"} <= state.keys():
+            raise RuntimeError(f"{path}: not a medseg_bench checkpoint (keys missing)")
+        return state
+    except RuntimeError as exc:
+        print(f"warning: {exc}; discarded, training starts over", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = None, resume: bool = True,
              labelled_ids=None, unlabelled_ids=None, desc: str | None = None) -> dict:
     """Train ``method`` (already ``setup``) and leave its final state in ``out_dir``.
@@ -88,15 +106,15 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
     out_dir = Path(out_dir or ctx.run_dir)
     total = ctx.iterations if iterations is None else int(iterations)
     final_path, latest_path = out_dir / CHECKPOINT_FINAL, out_dir / CHECKPOINT_LATEST
-    if resume and final_path.is_file():
-        state = load_checkpoint(final_path, map_location=ctx.device)
+    state = _load_or_discard(final_path, ctx.device) if resume else None
+    if state is not None:
         method.load_state_dict(state["method"])
         return {"iterations": state["iteration"], "train_time_s": state.get("train_time_s", 0.0),
                 "resumed_from": state["iteration"], "final_checkpoint": str(final_path)}
     ls, us = build_streams(method, ctx, labelled_ids, unlabelled_ids)
     start, elapsed = 0, 0.0
-    if resume and latest_path.is_file():
-        state = load_checkpoint(latest_path, map_location=ctx.device)
+    state = _load_or_discard(latest_path, ctx.device) if resume else None
+    if state is not None:
         method.load_state_dict(state["method"])
         if ls is not None:
             ls.load_state_dict(state["streams"]["labelled"])
