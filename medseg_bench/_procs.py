@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "kill_pool", "pool_map"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -39,3 +39,47 @@ def die_with_parent() -> None:
         except (OSError, AttributeError):
             pass
     threading.Thread(target=_watch, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _pool_init(initializer) -> None:
+    die_with_parent()
+    if initializer is not None:
+        initializer()
+
+
+def pool_map(fn, tasks: list, workers: int, describe=str, initializer=None) -> list:
+    """``[fn(t) for t in tasks]`` in ``workers`` spawned processes that die with this one.
+
+    ``spawn``, not ``fork``: a fork of a parent holding threads (tqdm, ITK, torch) can deadlock in the
+    child. A worker that dies (native reader crash, OOM kill) stops the map at once with an
+    :class:`~medseg_bench.errors.InputError` naming the unfinished tasks (``describe(task)``); an
+    exception raised by ``fn`` propagates as is. No worker survives the call.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .errors import InputError
+
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
+                               initargs=(initializer,))
+    futures = [pool.submit(fn, t) for t in tasks]
+    try:
+        try:
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            unfinished = [describe(t) for t, f in zip(tasks, futures)
+                          if not f.done() or f.cancelled() or isinstance(f.exception(timeout=0), BrokenProcessPool)]
+            raise InputError("a worker process died (native reader crash, or killed) while reading one of:\n"
+                             + "\n".join(f"  {u}" for u in unfinished)) from None
+    finally:
+        kill_pool(pool)
+
+
+def kill_pool(pool) -> None:
+    """Shut ``pool`` down without waiting and SIGKILL any worker still alive."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()

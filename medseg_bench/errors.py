@@ -23,3 +23,6 @@ class InvalidDatasetError(InputError):
                  f"same list; --no-verify skips this check)"]
         lines += [f"  {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.folder, self.problems))

@@ -54,6 +54,9 @@ class ImageReadError(InputError, OSError):
         self.reason = _one_line(reason, self.path)
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self):  # picklable, so that it crosses a process pool (the default needs one argument)
+        return (type(self), (str(self.path), self.reason))
+
 
 def _one_line(reason: str, path: Path) -> str:
     """A reader's message as one short line: SimpleITK's multi-line C++ text (source file, line,

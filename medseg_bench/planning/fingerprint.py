@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -201,10 +200,17 @@ def _map(fn, tasks, num_workers: int | None):
     workers = min(num_workers or os.cpu_count() or 1, len(tasks))
     if workers <= 1 or len(tasks) <= 2:
         return [fn(t) for t in tasks]
-    import multiprocessing as mp
+    from .._procs import pool_map
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-        return list(pool.map(fn, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+    return pool_map(fn, tasks, workers, describe=_describe)
+
+
+def _describe(task) -> str:
+    """The image file(s) of a fingerprint task, for a dead worker's message."""
+    for item in task if isinstance(task, tuple) else (task,):
+        if hasattr(item, "image_files"):
+            return ", ".join(str(f) for f in item.image_files)
+    return str(task)
 
 
 def fingerprint_cases(raw: RawDataset) -> list[Case]:

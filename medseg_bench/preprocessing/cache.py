@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._procs import kill_pool
 from ..io import Case, RawDataset
 from ..planning.plans_file import content_hash, load_plans, write_json_atomic
 from .case import PREPROCESSING_VERSION, preprocess_case, preprocess_instances, preprocess_label
@@ -101,14 +102,17 @@ def save_case(folder: Path, case_id: str, image: np.ndarray, properties: dict, s
 
 def _process(args) -> tuple[str, str | None]:
     case, subset, plans, config, folder, key = args
+    current = case.image_files[0]  # the file being worked on, named in the error
     try:
         image, geometry = case.load_image()
         data, props = preprocess_case(image, geometry, plans, config)
         seg = inst = None
         if case.label_file is not None:
+            current = case.label_file
             label, lgeo = case.load_label()
             seg = preprocess_label(label, lgeo, plans, config, props)
         if plans.get("instance_labels") and case.instance_file is not None:
+            current = case.instance_file
             instances, igeo = case.load_instances()
             inst = preprocess_instances(instances, igeo, plans, config, props)
         props = {"case_id": case.case_id, "subset": subset, **props, "has_label": seg is not None,
@@ -117,7 +121,8 @@ def _process(args) -> tuple[str, str | None]:
         save_case(folder, case.case_id, data, props, seg, inst)
         return case.case_id, None
     except Exception as exc:  # noqa: BLE001 - reported per case, the others go on
-        return case.case_id, f"{type(exc).__name__}: {exc}"
+        text = str(exc)
+        return case.case_id, text if str(current) in text else f"{current}: {type(exc).__name__}: {text}"
 
 
 def _is_current(folder: Path, case_id: str, key: str, needs_label: bool) -> bool:
@@ -227,11 +232,7 @@ def _run(tasks, num_workers, progress, desc) -> dict[str, str]:
                     failed[case_id] = err
                 bar.update()
         finally:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:  # never leave a worker behind
-                if proc.is_alive():
-                    proc.kill()
+            kill_pool(pool)  # never leave a worker behind
     bar.close()
     return dict(sorted(failed.items()))
 

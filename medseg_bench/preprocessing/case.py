@@ -122,8 +122,10 @@ def _check_geometry(geometry: Geometry | None, properties: dict) -> None:
         return
     original = Geometry.from_dict(properties["original_geometry"])
     diff = original.differences(geometry)
-    if any(d.startswith(("spacing", "dimensionality")) for d in diff):
-        raise ValueError(f"label geometry differs from its image: {'; '.join(diff)}")
+    bad = [(name, a, b) for name, a, b in diff if name in ("spacing", "dimensionality")]
+    if bad:
+        raise ValueError("label geometry differs from its image: "
+                         + "; ".join(f"{name} {b} vs image {a}" for name, a, b in bad))
 
 
 def export_to_original(prediction: np.ndarray, properties: dict, plans: dict, config: str, is_probabilities: bool = False) -> np.ndarray:
