@@ -119,3 +119,17 @@ def test_omp_wait_policy_respects_the_users_setting():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     policy, spin = out.stdout.split()
     assert (policy, spin) in {("PASSIVE", "None"), ("None", "10000")}  # busy machine / idle machine
+
+
+def test_truncated_checkpoint_is_discarded_and_training_starts_over(tmp_path, capsys):
+    """Issue 21: a checkpoint cut short on disk is reported, deleted and never loaded."""
+    from medseg_bench.training.checkpoint import save_checkpoint
+    from medseg_bench.training.loop import _load_or_discard
+
+    path = tmp_path / "checkpoint_latest.pt"
+    save_checkpoint(path, {"iteration": 3, "method": {"w": torch.zeros(100)}})
+    assert _load_or_discard(path, "cpu")["iteration"] == 3
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert _load_or_discard(path, "cpu") is None
+    assert "unreadable checkpoint" in capsys.readouterr().err and not path.exists()
