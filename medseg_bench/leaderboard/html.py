@@ -23,6 +23,7 @@ from .tables import (
     _ordered,
     _runs_done,
     _seeds_note,
+    _units,
     fmt,
     incomplete_text,
     metric_digits,
@@ -60,7 +61,7 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
     bests = {}
     for m in board.metrics:
         arrow = "↑" if HIGHER_IS_BETTER.get(m, True) else "↓"
-        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}"})
+        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}{_units(board, m)}"})
         bests[m] = _best(board, [r for r in rows if not r.oracle], m)  # oracle rows are never "best"
     digits = {m: metric_digits(board, m) for m in board.metrics}
     out_rows = []

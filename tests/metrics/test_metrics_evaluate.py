@@ -61,7 +61,8 @@ def test_evaluate_folder_record(folders, tmp_path):
     for rec in s["per_case"]:
         p, r = cases[rec["case"]]
         for name, v in (("liver", 1), ("tumour", 2)):
-            m = surface_metrics(p == v, r == v, rec["spacing"])  # NIfTI stores float32 spacing
+            tau = s["nsd_tolerance"]  # 2 x finest spacing 0.8 (float32 in NIfTI)
+            m = surface_metrics(p == v, r == v, rec["spacing"], tau)  # NIfTI stores float32 spacing
             got = rec["classes"][name]
             assert got["hd95"] == m.hd95 and got["assd"] == m.assd and got["nsd"] == m.nsd
             assert got["n_pred"] == int(np.sum(p == v)) and got["n_ref"] == int(np.sum(r == v))
@@ -72,7 +73,8 @@ def test_evaluate_folder_record(folders, tmp_path):
     diag = s["per_case"][2]["diagonal"]
     assert s["mean"]["tumour"]["hd95"] == pytest.approx((t[0] + t[1] + diag) / 3)
     assert s["n_failures"]["tumour"]["hd95"] == {"inf": 1, "nan": 0}
-    assert s["metric_definitions"]["nsd"]["tau"] == 2.0
+    assert s["metric_definitions"]["nsd"]["tau"] == pytest.approx(1.6) == s["nsd_tolerance"]
+    assert s["metric_definitions"]["nsd"]["tau_source"] == "2 x median finest-axis spacing"
 
     raw = json.loads((out / "summary.json").read_text())  # strict JSON: no Infinity/NaN tokens
     assert raw["per_case"][2]["classes"]["tumour"]["hd95"] == "inf"
