@@ -120,7 +120,7 @@ def evaluate_case(
     ref,
     spacing,
     labels: Mapping,
-    tolerance: float = DEFAULT_NSD_TOLERANCE,
+    tolerance: float | None = None,
     pred_inst=None,
     ref_inst=None,
 ) -> dict:
@@ -131,7 +131,7 @@ def evaluate_case(
         spacing: voxel size per axis (spacing units), or None for 1.
         labels: ``{class name: value or list of values (a region)}``; background (0) and ``ignore``
             are not scored.
-        tolerance: NSD tau in spacing units.
+        tolerance: NSD tau in spacing units (None: two voxels of the finest axis).
         pred_inst, ref_inst: optional instance maps (0 = background).
 
     Returns:

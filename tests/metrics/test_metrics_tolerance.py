@@ -56,6 +56,8 @@ def test_nsd_exact_at_two_pixels_on_histology_spacing():
     assert nsd(p, r, sp, tolerance=2 * HE) == pytest.approx(16 / 24)
     assert nsd(p, r, sp, tolerance=1 * HE) == pytest.approx(12 / 24)  # columns 5 and 4 only: 6 + 6
     assert nsd(p, r, sp, tolerance=2.0) == 1.0  # the old global tau = 2 mm: every point counts
+    assert nsd(p, r, sp) == pytest.approx(16 / 24)  # default: two voxels of the finest axis
+    assert nsd(p, r, (3 * HE, HE)) == pytest.approx(16 / 24) and nsd(p, r) == pytest.approx(16 / 24)
 
 
 def _write_case(folder, name, arr, spacing):
