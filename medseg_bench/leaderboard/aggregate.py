@@ -58,6 +58,7 @@ class BoardCell:
     marker: dict = field(default_factory=dict)  # metric -> "▲" / "▼" / "ref" / ""
     reference: str | None = None
     rank: int | None = None
+    nsd_other_tau: int = 0  # finished seeds scored with another NSD tau (legacy): NSD not shown here
 
     @property
     def missing(self) -> set:
@@ -206,6 +207,9 @@ def _nanmean(xs) -> float:
 
 
 def _finish_cell(cell: BoardCell, metrics: list) -> None:
+    if cell.nsd_other_tau:  # one tau per cell too: a cell with any old-tau seed shows no NSD
+        cell.seed_means.pop("nsd", None)
+        cell.per_case.pop("nsd", None)
     for m in metrics:
         seeds = cell.seed_means.get(m, {})
         vals = [v for _, v in sorted(seeds.items()) if not math.isnan(v)]
@@ -303,6 +307,7 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
         if record_tau(r) is None or record_tau(r) != tau:  # no mixed tau in one column
             metrics = tuple(m for m in metrics if m != "nsd")
             legacy[(c["dataset"], c["preset"])] = legacy.get((c["dataset"], c["preset"]), 0) + 1
+            cell.nsd_other_tau += 1
         case_vals: dict[str, dict] = {m: {} for m in metrics}
         for pc in per_case:
             vals, n_inf, n_nan = case_values(pc, metrics)

@@ -43,6 +43,8 @@ def _cell_json(cell, metric: str, best: bool, d: int) -> dict:
     status = cell.status
     if status in ("failed", "missing"):
         return {"text": status, "value": None, "status": status}
+    if metric == "nsd" and cell.nsd_other_tau:  # legacy global tau (issue 23): not shown
+        return {"text": "old τ", "value": None, "status": status}
     mean = cell.mean.get(metric, math.nan)
     std = cell.std.get(metric, math.nan)
     text = fmt(mean, d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")

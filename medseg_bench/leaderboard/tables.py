@@ -39,8 +39,8 @@ def _units(board: Board, metric: str) -> str:
     if metric in ("hd95", "assd"):
         return f" ({board.distance_unit})"
     if metric == "nsd":
-        legacy = (f"; {board.nsd_legacy} run(s) scored with the legacy global τ = 2 spacing units not shown, "
-                  "re-run them to fill their cells" if board.nsd_legacy else "")
+        legacy = (f"; `old τ` = {board.nsd_legacy} run(s) scored with the legacy global τ = 2 spacing units, "
+                  "not shown until re-run" if board.nsd_legacy else "")
         tau = f"τ = {board.nsd_tau_text}" if board.nsd_tau is not None else "no run with a per-dataset τ yet"
         return f" ({tau}{legacy})"
     return ""
@@ -78,6 +78,8 @@ def cell_text(cell: BoardCell | None, metric: str, best: bool, digits: int | Non
     status = cell.status
     if status in ("failed", "missing"):
         return status
+    if metric == "nsd" and cell.nsd_other_tau:
+        return "old τ"  # scored with the legacy global tau (issue 23): not comparable, not shown
     d = _DIGITS.get(metric, 3) if digits is None else digits
     std = cell.std.get(metric, math.nan)
     text = fmt(cell.mean.get(metric), d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
