@@ -12,11 +12,13 @@ Threads: the parallel twins use ``numba.get_num_threads()`` (default: all cores;
 
 from __future__ import annotations
 
+import os
 import types
 
+import numba
 from numba import njit
 
-__all__ = ["PARALLEL_MIN_WORK", "pick", "variants"]
+__all__ = ["PARALLEL_MIN_WORK", "available_cores", "pick", "plan_processes", "set_worker_threads", "variants"]
 
 # below this much work (voxels scanned, or queries x offsets tried) a kernel runs single-threaded
 PARALLEL_MIN_WORK = 1 << 18
@@ -45,3 +47,31 @@ def variants(fn, **options):
 def pick(twins, work: int):
     """The parallel twin for ``work >= PARALLEL_MIN_WORK``, else the serial one."""
     return twins[0] if work >= PARALLEL_MIN_WORK else twins[1]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_processes(num_workers: int, n_jobs: int) -> tuple[int, int, int]:
+    """``(processes, numba threads per process, cores)`` with processes x threads <= cores.
+
+    ``num_workers``: processes wanted, capped at the cores and the jobs; 0 = auto (one per core, at most
+    one per job); 1 = this process only, with its current numba thread count (capped at the cores).
+    """
+    cores = available_cores()
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    procs = max(1, min(cores if num_workers == 0 else num_workers, n_jobs, cores))
+    if procs == 1:
+        return 1, max(1, min(numba.get_num_threads(), cores)), cores
+    return procs, max(1, cores // procs), cores
+
+
+def set_worker_threads(threads: int) -> None:
+    """Process-pool initializer: numba kernels of this worker use ``threads`` threads."""
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))

@@ -36,6 +36,7 @@ import numpy as np
 from ._aggregate import aggregate_with_failures, decode_value, encode_value, image_diagonal
 from ._instance import INSTANCE_METRICS, instance_metrics
 from ._overlap import dice_iou_from_counts, overlap_counts
+from ._parallel import plan_processes, set_worker_threads
 from ._surface import DEFAULT_NSD_TOLERANCE, surface_metrics
 from .tolerance import display_unit, resolve_tolerance, tolerance_text
 
@@ -285,7 +286,10 @@ def evaluate_folder(
             both are given, instance metrics are added per case.
         out_dir: where ``summary.json``, ``per_case.csv`` and ``summary.csv`` go (None: not written).
         spacing_override: spacing (numpy axis order) used for every case instead of the files'.
-        num_workers: processes (1 = in this process; the metric kernels use all cores either way).
+        num_workers: processes; 1 = in this process with its numba threads (what a benchmark cell,
+            already one single-threaded worker per core, wants); 0 = auto: one process per core (at
+            most one per case), ``cores // processes`` numba threads each, so processes x threads never
+            exceed the cores. What was used is in the summary's ``"parallelism"``.
         tolerance: NSD tau in spacing units (dataset.json's ``nsd_tolerance``); None: 2 x the median
             finest-axis spacing of the reference cases (:mod:`medseg_bench.metrics.tolerance`).
         default_spacing: spacing for PNG/TIFF files without a sidecar (dataset.json's ``spacing``).
@@ -345,16 +349,26 @@ def evaluate_folder(
         }
         for c, f in refs.items()
     ]
-    if num_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=get_context("spawn")) as ex:
+    procs, threads, cores = plan_processes(num_workers, len(jobs))
+    if procs > 1:
+        with ProcessPoolExecutor(procs, mp_context=get_context("spawn"), initializer=set_worker_threads,
+                                 initargs=(threads,)) as ex:
             per_case = list(ex.map(_evaluate_one, jobs))
     else:
-        per_case = []
-        for j in jobs:
-            per_case.append(_evaluate_one(j))
-            if verbose:
-                print(f"  evaluated {j['case']}", file=sys.stderr)
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            per_case = []
+            for j in jobs:
+                per_case.append(_evaluate_one(j))
+                if verbose:
+                    print(f"  evaluated {j['case']}", file=sys.stderr)
+        finally:
+            numba.set_num_threads(before)
     summary = _summarise(per_case, labels, float(tolerance), tau_source, finest)
+    summary["parallelism"] = {"processes": procs, "numba_threads_per_process": threads, "cores": cores}
     if out_dir is not None:
         write_summary(summary, out_dir)
     return summary
@@ -493,7 +507,12 @@ def format_summary(summary: dict) -> str:
     shown = f" = {nd['tau_display']}" if "tau_display" in nd else ""
     head = f"{'class':<20} {'Dice':>7} {'IoU':>7} {'HD95':>9} {'ASSD':>9} {'NSD':>8}  failures(inf/nan)"
     lines = [f"{summary['n_cases']} case(s); distances in spacing units; HD95 = max of directed P95; "
-             f"NSD at tau = {tau:g} spacing units{shown} ({nd.get('tau_source', 'caller')})", head]
+             f"NSD at tau = {tau:g} spacing units{shown} ({nd.get('tau_source', 'caller')})"]
+    par = summary.get("parallelism")
+    if par:
+        lines.append(f"evaluated with {par['processes']} process(es) x {par['numba_threads_per_process']} numba "
+                     f"thread(s) on {par['cores']} core(s)")
+    lines.append(head)
     for name, ms in summary["mean"].items():
         if name == "instance":
             continue
@@ -521,8 +540,8 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
-def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=None) -> int:
-    """Entry point of ``medseg-bench evaluate PRED_DIR REF_DIR [--dataset-json F] [--out DIR]``.
+def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=None, workers: int = 0) -> int:
+    """Entry point of ``medseg-bench evaluate PRED_DIR REF_DIR [--dataset-json F] [--out DIR] [--workers N]``.
 
     Labels, file ending, default 2D spacing and ``instance_labels`` come from ``dataset_json``
     (default: ``REF_DIR/../dataset.json`` when it exists; otherwise labels are inferred). Instance
@@ -559,6 +578,7 @@ def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=No
             out_dir=out_dir if out_dir is not None else pred_dir,
             default_spacing=tuple(spacing) if spacing else None,
             tolerance=meta.get("nsd_tolerance"),
+            num_workers=workers,
         )
     except (EvaluationError, ImageReadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -94,6 +94,22 @@ def test_workers_give_same_result(folders):
     a = evaluate_folder(pdir, rdir, LABELS, ".nii.gz")
     b = evaluate_folder(pdir, rdir, LABELS, ".nii.gz", num_workers=2)
     assert json.dumps(a["mean"], sort_keys=True) == json.dumps(b["mean"], sort_keys=True)
+    par = b["parallelism"]  # issue 22: processes x numba threads never exceed the cores
+    assert par["processes"] == min(2, par["cores"])
+    assert par["processes"] * par["numba_threads_per_process"] <= par["cores"]
+
+
+def test_plan_processes_never_oversubscribes(monkeypatch):
+    from medseg_bench.metrics import _parallel
+
+    monkeypatch.setattr(_parallel, "available_cores", lambda: 2)
+    assert _parallel.plan_processes(0, 10) == (2, 1, 2)  # auto on 2 cores: 2 processes x 1 thread
+    assert _parallel.plan_processes(0, 1) == (1, min(_parallel.numba.get_num_threads(), 2), 2)
+    assert _parallel.plan_processes(4, 10) == (2, 1, 2)  # more processes asked than cores: capped
+    monkeypatch.setattr(_parallel, "available_cores", lambda: 16)
+    assert _parallel.plan_processes(0, 10) == (10, 1, 16) and _parallel.plan_processes(4, 10) == (4, 4, 16)
+    with pytest.raises(ValueError, match="num_workers"):
+        _parallel.plan_processes(-1, 3)
 
 
 def test_errors_name_the_case(folders, tmp_path):

@@ -94,6 +94,7 @@ def test_cli_reads_nsd_tolerance_from_dataset_json(tmp_path, capsys):
                                                        "file_ending": ".nii.gz", "nsd_tolerance": 0.5}))
     assert main_evaluate(pdir, rdir) == 0
     out = capsys.readouterr().out
+    assert "evaluated with 1 process(es) x" in out  # one case: one process, whatever the cores
     assert "NSD at tau = 0.5 spacing units = 0.5 mm (dataset.json nsd_tolerance)" in out
     summary = json.loads((pdir / "summary.json").read_text())
     assert summary["per_case"][0]["classes"]["fg"]["nsd"] == pytest.approx(0.5)
