@@ -287,9 +287,10 @@ def evaluate_folder(
         out_dir: where ``summary.json``, ``per_case.csv`` and ``summary.csv`` go (None: not written).
         spacing_override: spacing (numpy axis order) used for every case instead of the files'.
         num_workers: processes; 1 = in this process with its numba threads (what a benchmark cell,
-            already one single-threaded worker per core, wants); 0 = auto: one process per core (at
-            most one per case), ``cores // processes`` numba threads each, so processes x threads never
-            exceed the cores. What was used is in the summary's ``"parallelism"``.
+            already one single-threaded worker per core, wants); 0 = auto: in this process with one
+            numba thread per core; N > 1: N processes with ``cores // N`` threads each. Processes x
+            threads never exceed the cores (:func:`~._parallel.plan_processes`); what was used is in
+            the summary's ``"parallelism"``.
         tolerance: NSD tau in spacing units (dataset.json's ``nsd_tolerance``); None: 2 x the median
             finest-axis spacing of the reference cases (:mod:`medseg_bench.metrics.tolerance`).
         default_spacing: spacing for PNG/TIFF files without a sidecar (dataset.json's ``spacing``).

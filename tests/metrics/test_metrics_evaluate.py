@@ -103,11 +103,13 @@ def test_plan_processes_never_oversubscribes(monkeypatch):
     from medseg_bench.metrics import _parallel
 
     monkeypatch.setattr(_parallel, "available_cores", lambda: 2)
-    assert _parallel.plan_processes(0, 10) == (2, 1, 2)  # auto on 2 cores: 2 processes x 1 thread
-    assert _parallel.plan_processes(0, 1) == (1, min(_parallel.numba.get_num_threads(), 2), 2)
-    assert _parallel.plan_processes(4, 10) == (2, 1, 2)  # more processes asked than cores: capped
+    maxt = _parallel.numba.config.NUMBA_NUM_THREADS
+    assert _parallel.plan_processes(0, 10) == (1, min(2, maxt), 2)  # auto: in process, a thread per core
+    assert _parallel.plan_processes(1, 10) == (1, min(_parallel.numba.get_num_threads(), 2), 2)
+    assert _parallel.plan_processes(2, 10) == (2, 1, 2) == _parallel.plan_processes(4, 10)  # capped at cores
+    assert _parallel.plan_processes(2, 1) == (1, min(_parallel.numba.get_num_threads(), 2), 2)  # one job
     monkeypatch.setattr(_parallel, "available_cores", lambda: 16)
-    assert _parallel.plan_processes(0, 10) == (10, 1, 16) and _parallel.plan_processes(4, 10) == (4, 4, 16)
+    assert _parallel.plan_processes(4, 10) == (4, 4, 16) and _parallel.plan_processes(32, 10) == (10, 1, 16)
     with pytest.raises(ValueError, match="num_workers"):
         _parallel.plan_processes(-1, 3)
 

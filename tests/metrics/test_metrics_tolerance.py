@@ -130,7 +130,7 @@ def test_monuseg_tau_below_median_nucleus_thickness(shared_data):
     the median nucleus thickness (about 26 px = 6.5 um)."""
     layout = find_layout(shared_data / "monuseg2018")
     thick, size, mpp = [], [], None
-    for tif, xml in list(layout["test"].values())[:2]:
+    for _tif, xml in list(layout["test"].values())[:2]:
         regions, mpp = parse_aperio_xml(xml)
         inst, _ = rasterise_regions(regions, (1000, 1000))
         t, n = object_thickness(inst, (mpp / 1000, mpp / 1000), instances=True)
