@@ -49,7 +49,7 @@ from ..workdir import Workdir
 __all__ = ["BUNDLE_VERSION", "BundleError", "SubmissionError", "load_submission", "merge_bundle", "stage_dataset",
            "submit", "validate_method"]
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: sealed (sha256 of every file in bundle.json), provenance from the seal
 
 
 class SubmissionError(ValueError):
@@ -120,10 +120,15 @@ def source_hash(method_cls: type) -> tuple[str, list[Path]]:
     if not file.is_file():
         raise SubmissionError(f"cannot locate the source of method {method_cls.name!r}")
     files = sorted(file.parent.rglob("*.py")) if file.name == "__init__.py" else [file]
+    return hash_sources(files), files
+
+
+def hash_sources(files) -> str:
+    """sha256 over (name, content) of ``files`` in order (the bundle's ``source_hash``)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest(), files
+        h.update(Path(f).name.encode() + b"\0" + Path(f).read_bytes())
+    return h.hexdigest()
 
 
 # -- staging ---------------------------------------------------------------------------------------------
@@ -170,7 +175,7 @@ def stage_dataset(raw_dir: Path, dest: Path) -> dict:
     return {"dataset_hash": original_hash, "test_cases": sorted(c.case_id for c in test)}
 
 
-# -- the training process ----------------------------------------------------------------------------------
+# -- the submission's own process ---------------------------------------------------------------------------
 def _predict_only(method, ctx, raw, test_ids, run_dir):
     """The engine's prediction step without evaluation (a staged copy has no test labels)."""
     from ..training.cell import _default_to_segmentation
@@ -192,47 +197,102 @@ def _predict_only(method, ctx, raw, test_ids, run_dir):
     return None
 
 
-def _worker_main(job_path: str) -> int:
-    """Entry of the submission's own process: prepare the staged datasets, train and predict each cell."""
-    job = json.loads(Path(job_path).read_text())
+def _describe(job: dict, stage: Path, guard) -> dict:
+    """Import the file (first time anywhere), run the contract check, and say where the method applies."""
+    guard.arm()
+    method_cls = load_submission(job["method"])
+    print(f"validating {method_cls.name} (contract check) ...", flush=True)
+    validate_method(method_cls, stage / "contract_check")
+    src_hash, src_files = source_hash(method_cls)
+    where = {}
+    for ds, d in job["datasets"].items():
+        config = resolve_configuration(method_cls, d["plans"], job["preset"])
+        where[ds] = {"configuration": config,
+                     "budgets": method_budgets(method_cls, job["budgets"], d["n_train"]) if config else []}
+    guard.disarm()
+    return {"name": method_cls.name, "info": method_cls.info(), "source_hash": src_hash,
+            "source_files": [str(f) for f in src_files], "datasets": where}
+
+
+def _train(job: dict, stage: Path, guard) -> dict:
+    """Prepare the staged datasets (before any submitted code runs), then train and predict every cell
+    with the guard admitting only that cell's budget labels."""
+    from ..splits import budget_cases, load_or_make_splits
     from ..training import cell as engine_cell
     from ..training import ensure_prepared, train_cell
 
+    allowed = {}
+    for item in job["cells"]:
+        ensure_prepared(stage, item["dataset"])
+        splits = load_or_make_splits(stage, stage / "raw" / item["dataset"], budgets=[item["budget"]], seeds=[item["seed"]])
+        allowed[(item["dataset"], str(item["budget"]), item["seed"])] = budget_cases(splits, item["budget"], item["seed"])
+    guard.arm()
     method_cls = load_submission(job["method"])
-    wd = Path(job["workdir"])
-    print(f"validating {method_cls.name} (contract check) ...", flush=True)
-    try:
-        validate_method(method_cls, wd / "contract_check")
-    except SubmissionError as exc:
-        print(f"{_ERROR_TAG}{exc}", file=sys.stderr)
-        return 3
     engine_cell._predict_and_evaluate = _predict_only  # nothing to evaluate against: labels withheld
     for item in job["cells"]:
         print(f"training {method_cls.name} on {item['dataset']} (budget {item['budget']}, seed {item['seed']}, "
               f"test labels withheld) ...", flush=True)
-        ensure_prepared(wd, item["dataset"])
-        train_cell(wd, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
-                   config=item["configuration"], iterations=job.get("iterations"), progress=False,
-                   num_threads=job.get("num_threads"))
+        guard.arm(allowed[(item["dataset"], str(item["budget"]), item["seed"])])
+        try:
+            train_cell(stage, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
+                       config=item["configuration"], iterations=job.get("iterations"), progress=False,
+                       num_threads=job.get("num_threads"))
+        except Exception as exc:
+            if not guard.violations:
+                raise
+            print(f"(the method's own error: {type(exc).__name__}: {exc})", file=sys.stderr)
+        if guard.violations:
+            raise SubmissionError(f"{item['dataset']} budget {item['budget']} seed {item['seed']}: the method opened "
+                                  f"a file it may not: {guard.violations[0]}")
         print(f"trained {item['dataset']} budget {item['budget']} seed {item['seed']}", flush=True)
+    guard.disarm()
+    return {}
+
+
+def _worker_main(job_path: str) -> int:
+    """Entry of the submission's own process (``describe`` or ``train``, see :func:`_run_worker`)."""
+    from .sandbox import OpenGuard, default_roots
+
+    job = json.loads(Path(job_path).read_text())
+    stage = Path(job["workdir"])
+    guard = OpenGuard(default_roots(stage), free_roots=[stage / "contract_check"])
+    try:
+        out = (_describe if job["mode"] == "describe" else _train)(job, stage, guard)
+    except SubmissionError as exc:
+        guard.disarm()
+        print(f"{_ERROR_TAG}{exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:
+        if guard.violations:
+            guard.disarm()
+            print(f"{_ERROR_TAG}the method opened a file it may not: {guard.violations[0]}", file=sys.stderr)
+            return 3
+        raise
+    guard.disarm()
+    Path(job["result"]).write_text(json.dumps(out))
     return 0
 
 
 _ERROR_TAG = "SUBMISSION ERROR: "
 
 
-def _run_worker(job: dict, staged_wd: Path, timeout_s: float | None) -> None:
-    job_path = staged_wd / "job.json"
+def _run_worker(job: dict, stage: Path, timeout_s: float | None) -> dict:
+    """Run ``job`` in a fresh interpreter: clean environment, cwd = the stage; returns its result JSON."""
+    from .sandbox import clean_environment
+
+    job = {**job, "workdir": str(stage), "result": str(stage / f"{job['mode']}_result.json")}
+    job_path = stage / f"{job['mode']}_job.json"
     job_path.write_text(json.dumps(job, indent=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEG_")}  # no pointer to the real workdir
     # stdout (progress lines) goes straight to the user; stderr is kept for the error message
-    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.submit", str(job_path)], cwd=staged_wd,
-                          env=env, stdout=None, stderr=subprocess.PIPE, text=True, timeout=timeout_s)
+    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.submit", str(job_path)], cwd=stage,
+                          env=clean_environment(stage), stdout=None, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout_s)
     if proc.returncode == 3 and _ERROR_TAG in proc.stderr:
         raise SubmissionError(proc.stderr.split(_ERROR_TAG, 1)[1].strip())
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
         raise SubmissionError(f"training the submission failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(Path(job["result"]).read_text())
 
 
 # -- checking predictions and writing the bundle -------------------------------------------------------------
@@ -267,7 +327,9 @@ def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets:
     """Validate, stage, train, predict and bundle (module docstring). Returns the bundle folder
     (default ``<workdir>/submissions/<method>``).
 
-    Datasets default to the built-in ones the method supports; budgets and seeds to the preset's.
+    The submitted file is never imported in this process: a first child imports it, runs the contract
+    check and says where the method applies; a second trains it on the stage. Datasets default to the
+    built-in ones; budgets and seeds to the preset's.
     """
     from ..bench.cli import builtin_datasets, resolve_datasets
     from ..splits import load_or_make_splits, split_hash
@@ -275,53 +337,74 @@ def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets:
 
     wd = Workdir(Path(workdir))
     preset = preset or default_preset()
-    method_cls = load_submission(spec)  # imports the file here only to read its attributes
-    src_hash, src_files = source_hash(method_cls)
     defaults = PRESET_DEFAULTS[preset]
     grid_budgets = parse_budgets(budgets or defaults["budgets"])
     grid_seeds = sorted({int(s) for s in (seeds or defaults["seeds"])})
+    path = Path(spec)
+    if (spec.endswith(".py") or path.is_file()) and not path.is_file():
+        raise FileNotFoundError(f"{path}: submission file not found")
     names = resolve_datasets(wd.root, datasets or builtin_datasets(defaults["size"]), defaults["size"],
                              lambda m: print(m, file=sys.stderr))
-    bundle = Path(out) if out else wd.root / "submissions" / method_cls.name
-    staged_root = Path(tempfile.mkdtemp(prefix="medseg_submission_"))  # outside the user's workdir
+    stage = Path(tempfile.mkdtemp(prefix="medseg_submission_"))  # outside the user's workdir
     try:
+        method_spec = spec
+        if path.is_file():  # the child imports its own copy: the user's folder stays out of reach
+            (stage / "submission").mkdir()
+            method_spec = str(shutil.copy2(path, stage / "submission" / path.name))
+        plans = {ds: ensure_prepared(wd.root, ds) for ds in names}
+        about = _run_worker({"mode": "describe", "method": method_spec, "preset": preset, "budgets": grid_budgets,
+                             "datasets": {ds: {"plans": plans[ds],
+                                               "n_train": len(RawDataset(wd.raw_dataset(ds)).train_cases())}
+                                          for ds in names}}, stage, timeout_s)
         cells, info = [], {}
         for ds in names:
-            plans = ensure_prepared(wd.root, ds)
-            raw = RawDataset(wd.raw_dataset(ds))
-            config = resolve_configuration(method_cls, plans, preset)
-            applicable = method_budgets(method_cls, grid_budgets, len(raw.train_cases())) if config else []
+            config, applicable = about["datasets"][ds]["configuration"], about["datasets"][ds]["budgets"]
             if not applicable:
-                print(f"{method_cls.name} does not apply to {ds} (dims or budgets); skipped", file=sys.stderr)
+                print(f"{about['name']} does not apply to {ds} (dims or budgets); skipped", file=sys.stderr)
                 continue
-            info[ds] = stage_dataset(raw.path, staged_root / "raw" / ds)
+            raw = RawDataset(wd.raw_dataset(ds))
+            info[ds] = stage_dataset(raw.path, stage / "raw" / ds)
             splits = load_or_make_splits(wd.root, raw.path, budgets=applicable, seeds=grid_seeds)
             for b in applicable:
                 for s in grid_seeds:
                     cells.append({"dataset": ds, "preset": preset, "configuration": config, "budget": b, "seed": s,
                                   "split_hash": split_hash(splits, b, s)})
         if not cells:
-            raise SubmissionError(f"method {method_cls.name!r} applies to none of the datasets {names}")
-        job = {"method": str(Path(spec).resolve()) if Path(spec).is_file() else spec, "workdir": str(staged_root),
-               "cells": cells, "iterations": iterations, "num_threads": num_threads}
-        _run_worker(job, staged_root, timeout_s)
-        return _write_bundle(bundle, method_cls, src_hash, src_files, cells, info, staged_root)
+            raise SubmissionError(f"method {about['name']!r} applies to none of the datasets {names}")
+        _run_worker({"mode": "train", "method": method_spec, "cells": cells, "iterations": iterations,
+                     "num_threads": num_threads}, stage, timeout_s)
+        bundle = Path(out) if out else wd.root / "submissions" / about["name"]
+        return _write_bundle(bundle, about, cells, info, stage)
     finally:
-        shutil.rmtree(staged_root, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_bundle(bundle: Path, method_cls, src_hash: str, src_files: list[Path], cells: list[dict], info: dict,
-                  staged_root: Path) -> Path:
-    staged = Workdir(staged_root)
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal_files(bundle: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file of a bundle except ``bundle.json`` (the seal itself)."""
+    return {p.relative_to(bundle).as_posix(): file_sha256(p) for p in sorted(Path(bundle).rglob("*"))
+            if p.is_file() and p.relative_to(bundle).as_posix() != "bundle.json"}
+
+
+def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stage: Path) -> Path:
+    staged = Workdir(stage)
     tmp = bundle.with_name(f".{bundle.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "source").mkdir(parents=True)
+    src_files = [Path(f) for f in about["source_files"]]
     for f in src_files:
         shutil.copy2(f, tmp / "source" / f.name)
     entries = []
     for item in cells:
-        cell = Cell(item["dataset"], item["preset"], item["configuration"], method_cls.name, item["budget"], item["seed"])
+        cell = Cell(item["dataset"], item["preset"], item["configuration"], about["name"], item["budget"], item["seed"])
         run = cell.run_dir(staged.root)
         record = read_json(run / "record.json")
         if record.get("status") != "done":
@@ -336,11 +419,13 @@ def _write_bundle(bundle: Path, method_cls, src_hash: str, src_files: list[Path]
             shutil.copytree(run / "pred_instances", tmp / "predictions" / f"{cell.key}__instances")
         write_json_atomic(tmp / "records" / f"{cell.key}.json", record)
         entries.append({"cell": cell.to_dict(), "key": cell.key, "dataset_hash": info[cell.dataset]["dataset_hash"],
-                        "split_hash": item["split_hash"], "test_cases": info[cell.dataset]["test_cases"]})
-    manifest = {"bundle_version": BUNDLE_VERSION, "method": {"name": method_cls.name, **method_cls.info(),
-                                                             "source_hash": src_hash,
-                                                             "source_files": [f.name for f in src_files]},
-                "environment": environment_info(), "suite_commit": git_commit(), "cells": entries}
+                        "split_hash": item["split_hash"], "test_cases": info[cell.dataset]["test_cases"],
+                        "provenance": record["provenance"]})
+    manifest = {"bundle_version": BUNDLE_VERSION,
+                "method": {"name": about["name"], **about["info"], "source_hash": about["source_hash"],
+                           "source_files": [f.name for f in src_files]},
+                "environment": environment_info(), "suite_commit": git_commit(), "cells": entries,
+                "files": seal_files(tmp)}  # the seal: sha256 of every prediction, record and source file
     write_json_atomic(tmp / "bundle.json", manifest)
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -374,27 +459,56 @@ def rescore(pred_dir: Path, inst_dir: Path | None, raw: RawDataset, test_cases: 
         return json.loads((Path(tmp) / "summary" / "summary.json").read_text())
 
 
+def verify_seal(bundle: Path, manifest: dict) -> None:
+    """Every file of the bundle is listed in the seal with its sha256, and nothing else is there.
+
+    Raises:
+        BundleError: naming the first file that was changed, added or removed after ``submit``.
+    """
+    sealed = manifest.get("files")
+    if not isinstance(sealed, dict) or not sealed:
+        raise BundleError(f"{bundle / 'bundle.json'}: no seal (files + sha256); re-create the bundle with `submit`")
+    actual = seal_files(bundle)
+    for rel in sorted(set(sealed) | set(actual)):
+        if rel not in actual:
+            raise BundleError(f"{bundle / rel}: listed in the seal but missing; not merged")
+        if rel not in sealed:
+            raise BundleError(f"{bundle / rel}: not in the seal (added after submit); not merged")
+        if sealed[rel] != actual[rel]:
+            raise BundleError(f"{bundle / rel}: sha256 {actual[rel][:12]}... differs from the seal "
+                              f"({str(sealed[rel])[:12]}...): changed after submit; not merged")
+    method = manifest["method"]
+    files = [bundle / "source" / n for n in method.get("source_files", [])]
+    if not files or any(not f.is_file() for f in files) or hash_sources(files) != method.get("source_hash"):
+        raise BundleError(f"{bundle / 'source'}: the method source does not match the bundle's source_hash; not merged")
+
+
 def merge_bundle(bundle: Path, workdir: Path) -> list[dict]:
     """Re-score a bundle against the workdir's reference labels and store its records (module docstring).
 
+    The seal is checked first; budget cases and counts are recomputed from the workdir's split, and
+    the provenance is the sealed record's.
+
     Raises:
-        BundleError: malformed bundle, unknown dataset, or a dataset/split hash that does not match.
+        BundleError: malformed or tampered bundle, unknown dataset, or a dataset/split hash that does
+            not match.
     """
     from ..planning import dataset_hash
-    from ..splits import load_or_make_splits, split_hash
+    from ..splits import budget_cases, load_or_make_splits, split_hash
 
     bundle, wd = Path(bundle), Workdir(Path(workdir))
     if not (bundle / "bundle.json").is_file():
         raise BundleError(f"{bundle}: not a submission bundle (bundle.json missing)")
     manifest = read_json(bundle / "bundle.json")
     if manifest.get("bundle_version") != BUNDLE_VERSION or not isinstance(manifest.get("cells"), list):
-        raise BundleError(f"{bundle / 'bundle.json'}: unsupported bundle version or no cells")
+        raise BundleError(f"{bundle / 'bundle.json'}: unsupported bundle version (want {BUNDLE_VERSION}) or no cells")
+    verify_seal(bundle, manifest)
     method = manifest["method"]
     hashes: dict[str, str] = {}
     checked = []
     for entry in manifest["cells"]:  # check everything before merging anything
         cell = Cell.from_dict(entry["cell"])
-        if cell.method != method["name"]:
+        if cell.method != method["name"] or entry.get("key") != cell.key:
             raise BundleError(f"{bundle}: cell {cell.key} is not of method {method['name']!r}")
         raw_dir = wd.raw_dataset(cell.dataset)
         if not (raw_dir / "dataset.json").is_file():
@@ -409,23 +523,31 @@ def merge_bundle(bundle: Path, workdir: Path) -> list[dict]:
         if entry.get("split_hash") != split_hash(splits, cell.budget, cell.seed):
             raise BundleError(f"{cell.key}: split hash does not match this workdir's split; not merged")
         pred = bundle / "predictions" / cell.key
-        if not pred.is_dir():
-            raise BundleError(f"{bundle}: predictions for {cell.key} missing")
-        checked.append((cell, entry, raw, pred))
+        rec_path = bundle / "records" / f"{cell.key}.json"
+        if not pred.is_dir() or not rec_path.is_file():
+            raise BundleError(f"{bundle}: predictions or record for {cell.key} missing")
+        stored = read_json(rec_path)  # sealed: written by the submission's process, unchanged since
+        if Cell.from_dict(stored.get("cell", {})).key != cell.key or stored.get("provenance") != entry.get("provenance"):
+            raise BundleError(f"{rec_path}: cell or provenance differ from bundle.json; not merged")
+        labelled = budget_cases(splits, cell.budget, cell.seed) if (stored.get("method_info") or {}).get(
+            "needs_labels", True) else []
+        if sorted(stored.get("budget_cases") or []) != sorted(labelled):
+            raise BundleError(f"{rec_path}: budget cases {stored.get('budget_cases')} are not the split's "
+                              f"{labelled}; not merged")
+        checked.append((cell, entry, raw, pred, stored, labelled))
     merged = []
-    for cell, entry, raw, pred in checked:
+    for cell, entry, raw, pred, stored, labelled in checked:
         inst = bundle / "predictions" / f"{cell.key}__instances"
         metrics = rescore(pred, inst if inst.is_dir() else None, raw, [c.case_id for c in raw.test_cases()])
-        rec_path = bundle / "records" / f"{cell.key}.json"
-        stored = read_json(rec_path) if rec_path.is_file() else {}
         record = {"record_version": 1, "cell": cell.to_dict(), "status": "done", "error": None,
-                  "method_info": {k: method.get(k) for k in ("family", "citation", "needs_labels", "uses_unlabelled",
-                                                             "oracle", "class_rule")},
-                  "budget_cases": stored.get("budget_cases", []), "n_labelled": stored.get("n_labelled"),
-                  "provenance": {**(stored.get("provenance") or {}), "dataset_hash": entry["dataset_hash"],
+                  "method_info": {k: (stored.get("method_info") or {}).get(k)
+                                  for k in ("family", "citation", "needs_labels", "uses_unlabelled", "oracle",
+                                            "class_rule")},
+                  "budget_cases": labelled, "n_labelled": len(labelled),  # from this workdir's split
+                  "provenance": {**stored["provenance"], "dataset_hash": entry["dataset_hash"],
                                  "split_hash": entry["split_hash"]},
                   "submission": {"bundle": bundle.name, "source_hash": method.get("source_hash"),
-                                 "rescored": True},
+                                 "sealed": True, "rescored": True},
                   "metrics": metrics}  # recomputed here; anything the bundle says about metrics is ignored
         write_record(wd.root, record)
         merged.append(record)
