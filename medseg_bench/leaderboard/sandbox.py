@@ -3,8 +3,8 @@
 Threat model (also in the README): this keeps an honest-but-careless or a naive cheating method away
 from test labels and beyond-budget labels. It is *not* an OS sandbox: the child runs as the same OS
 user, so native code (ctypes, a C extension, a spawned shell) can still read any file that user can.
-Only a private test split generated on the leaderboard host (``leaderboard --add --rescore-private``)
-cannot be gamed by reading files.
+Only a private test split generated on the leaderboard host (``leaderboard --add BUNDLE
+--private-seed-file FILE``, :mod:`medseg_bench.leaderboard.private`) cannot be gamed by reading files.
 
 What the child enforces (:class:`OpenGuard`, a :func:`sys.addaudithook` on ``open`` events, which
 ``builtins.open``, ``io.open``, ``os.open`` and ``numpy.load`` raise):
@@ -14,6 +14,8 @@ What the child enforces (:class:`OpenGuard`, a :func:`sys.addaudithook` on ``ope
   the parent's command line or environment);
 * no label file (``labelsTr``/``labelsTs``/``instances*`` entries, ``*_seg.npy``/``*_inst.npy``) may be
   opened unless its case is in the current cell's budget, wherever it lies;
+* no new process may be started (``subprocess``, ``os.system``, ``os.exec*``, ``os.posix_spawn``,
+  ``os.spawn*``): a spawned program would not be watched;
 
 a refused open raises :class:`PermissionError` naming the file *and* is recorded, so a method that
 swallows the exception still fails its cell with the file named.
@@ -22,24 +24,22 @@ swallows the exception still fails its cell with the file named.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["LabelAccessError", "OpenGuard", "clean_environment"]
+__all__ = ["OpenGuard", "clean_environment", "default_roots", "label_case", "prewarm"]
 
 LABEL_DIRS = ("labelsTr", "labelsTs", "instancesTr", "instancesTs", "labels", "instances")
 LABEL_SUFFIXES = ("_seg.npy", "_inst.npy")
 SYSTEM_ROOTS = ("/dev/", "/sys/", "/etc/", "/usr/", "/lib", "/opt/", "/bin/", "/sbin/", "/var/lib/")
+SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
 _PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
 # environment variables passed to the child; everything else (MEDSEG_*, PWD, OLDPWD, HOME, ...) is dropped
 KEEP_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
-
-
-class LabelAccessError(RuntimeError):
-    """The method opened a file it may not (a label outside its budget, or outside the stage)."""
 
 
 def clean_environment(stage: Path) -> dict:
@@ -50,6 +50,24 @@ def clean_environment(stage: Path) -> dict:
         env[name] = str(Path(stage) / sub)
     env["PWD"] = str(stage)
     return env
+
+
+def prewarm() -> None:
+    """Before the guard is armed: the library set-up that starts programs (``git`` for the record's
+    commit, ``uname``, matplotlib's ``fc-list`` when it builds its font cache in the stage's ``HOME``),
+    so that the engine's own use of them later is not refused."""
+    from ..training.provenance import git_commit
+
+    git_commit()
+    platform.platform()
+    platform.processor()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.font_manager  # noqa: F401
+    except ImportError:
+        pass
 
 
 def label_case(path: str) -> str | None:
@@ -106,14 +124,26 @@ class OpenGuard:
             return f"{path}: outside the submission's staged workdir"
         return None
 
+    def summary(self, limit: int = 6) -> str:
+        """The distinct violations so far, one per line (at most ``limit``, then a count)."""
+        seen = list(dict.fromkeys(self.violations))
+        more = f"\n  ... and {len(seen) - limit} more" if len(seen) > limit else ""
+        return "\n  ".join(seen[:limit]) + more
+
+    def _refuse(self, why: str):
+        self.violations.append(why)
+        raise PermissionError(f"refused by the submission guard: {why}")
+
     def _hook(self, event: str, args) -> None:
-        if not self.armed or event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+        if not self.armed:
             return
-        path = os.fsdecode(args[0])
-        why = self.check(path)
+        if event in SPAWN_EVENTS:
+            self._refuse(f"{event}({str(args[0] if args else '')[:80]!r}): a submission may not start programs")
+        if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+            return
+        why = self.check(os.fsdecode(args[0]))
         if why:
-            self.violations.append(why)
-            raise PermissionError(f"refused by the submission guard: {why}")
+            self._refuse(why)
 
 
 def default_roots(stage: Path) -> list[str]:

@@ -1,26 +1,28 @@
-"""Method submission: validate, train on staged data without test labels, bundle, re-score, merge.
+"""Method submission: validate, train on staged data without test labels, bundle (sealed).
 
-``submit(PATH_OR_ENTRYPOINT)``:
+``submit(PATH_OR_ENTRYPOINT)``; the submitted code runs only in child processes, never in this one
+(:mod:`.sandbox`: clean environment, cwd and ``HOME`` inside the stage, an audit hook on every open):
 
-1. loads the method (a ``.py`` file that registers one Method, or an installed plugin's entry point in
-   the ``medseg_bench.methods`` group); validation = class attributes (registry), then the engine's
-   contract check (:func:`medseg_bench.training.contract.check_method_contract`: trains a few
-   steps, predicts the right shape and labels, resumes exactly, reads no label outside its budget);
-2. stages each dataset into a fresh temporary workdir **outside** the user's workdir: training images
-   and labels, unlabelled images, test *images only* (``"test_labels_withheld": true``); the staged
+1. stages each dataset into a fresh temporary folder **outside** the user's workdir: training images
+   and labels, unlabelled images, test *images only* (``"test_labels_withheld": true``; no
+   ``labelsTs``, no preprocessed test labels, no per-case generator facts of test cases); the staged
    ``dataset.json`` carries the original's dataset hash;
-3. validates (step 1's contract check), trains and predicts in its own process (environment without
-   ``MEDSEG_*`` variables, cwd = the staged workdir), one cell per (dataset, budget, seed), with the
-   engine's ``train_cell`` (evaluation skipped: there is nothing to score against);
+2. child ``describe``: imports the file (a ``.py`` file that registers one Method, or an installed
+   entry point of the ``medseg_bench.methods`` group) for the first time anywhere, checks its class
+   attributes and runs the engine's contract check
+   (:func:`medseg_bench.training.contract.check_method_contract`), and says where the method applies;
+3. child ``train``: preprocesses the stage, then trains and predicts one cell per (dataset, budget,
+   seed) with the engine's ``train_cell`` (evaluation skipped: nothing to score against) while the
+   guard refuses every label file outside that cell's budget: such an open fails the cell, naming the
+   file, even when the method swallows the error;
 4. checks every prediction (one per test image, the test image's shape, only the dataset's label
    values) and writes a **bundle**: ``bundle.json`` (method, source hash, environment, per cell the
-   dataset hash, split hash and test case ids), ``predictions/<cell>/``, ``records/<cell>.json``,
-   ``source/``. A bundle never holds reference labels.
+   dataset hash, split hash, test case ids and provenance, and ``files``: the seal, a sha256 of every
+   other file), ``predictions/<cell>/``, ``records/<cell>.json``, ``models/<cell>/`` (settings, plan,
+   final checkpoint), ``source/``. A bundle never holds reference labels.
 
-``merge_bundle(BUNDLE, workdir)`` (``medseg-bench leaderboard --add``) checks that every cell's dataset
-and split hashes equal those of the workdir's data, recomputes every metric from the bundle's
-predictions against the workdir's reference labels and stores the records in ``results/``. Metrics
-found in the bundle are ignored: only predictions count.
+Merging (``leaderboard --add``) is :mod:`.merge`; re-running a bundle's models on a host-only test
+split is :mod:`.private`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ from ..bench.grid import (
     parse_budgets,
     resolve_configuration,
 )
-from ..bench.results import environment_info, git_commit, read_json, write_json_atomic, write_record
+from ..bench.results import environment_info, git_commit, read_json, write_json_atomic
 from ..io import RawDataset, read_image
 from ..workdir import Workdir
 
-__all__ = ["BUNDLE_VERSION", "BundleError", "SubmissionError", "load_submission", "merge_bundle", "stage_dataset",
-           "submit", "validate_method"]
+__all__ = ["BUNDLE_VERSION", "BundleError", "SubmissionError", "check_predictions", "hash_sources", "load_submission",
+           "seal_files", "stage_dataset", "submit", "validate_method"]
 
 BUNDLE_VERSION = 2  # 2: sealed (sha256 of every file in bundle.json), provenance from the seal
 
@@ -169,6 +171,9 @@ def stage_dataset(raw_dir: Path, dest: Path) -> dict:
     for c in test:
         _copy_case(c, dest, "imagesTs", None, None)  # images only: the labels stay behind
     meta = dict(raw.meta)
+    test_ids = {c.case_id for c in test}
+    if isinstance(meta.get("case_parameters"), dict):  # a generator's per-case facts (e.g. lesion area) of
+        meta["case_parameters"] = {k: v for k, v in meta["case_parameters"].items() if k not in test_ids}  # tests: out
     meta.update(numTraining=len(train), test_labels_withheld=True,
                 staged_from={"dataset": raw.name, "dataset_hash": original_hash})
     (dest / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -210,6 +215,8 @@ def _describe(job: dict, stage: Path, guard) -> dict:
         where[ds] = {"configuration": config,
                      "budgets": method_budgets(method_cls, job["budgets"], d["n_train"]) if config else []}
     guard.disarm()
+    if guard.violations:  # also when the method swallowed the PermissionError
+        raise SubmissionError(f"the method opened a file it may not (during the contract check):\n  {guard.summary()}")
     return {"name": method_cls.name, "info": method_cls.info(), "source_hash": src_hash,
             "source_files": [str(f) for f in src_files], "datasets": where}
 
@@ -232,7 +239,8 @@ def _train(job: dict, stage: Path, guard) -> dict:
     for item in job["cells"]:
         print(f"training {method_cls.name} on {item['dataset']} (budget {item['budget']}, seed {item['seed']}, "
               f"test labels withheld) ...", flush=True)
-        guard.arm(allowed[(item["dataset"], str(item["budget"]), item["seed"])])
+        # a method that declares itself label-free may open no label at all
+        guard.arm(allowed[(item["dataset"], str(item["budget"]), item["seed"])] if method_cls.needs_labels else [])
         try:
             train_cell(stage, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
                        config=item["configuration"], iterations=job.get("iterations"), progress=False,
@@ -243,29 +251,32 @@ def _train(job: dict, stage: Path, guard) -> dict:
             print(f"(the method's own error: {type(exc).__name__}: {exc})", file=sys.stderr)
         if guard.violations:
             raise SubmissionError(f"{item['dataset']} budget {item['budget']} seed {item['seed']}: the method opened "
-                                  f"a file it may not: {guard.violations[0]}")
+                                  f"a file it may not (cell failed):\n  {guard.summary()}")
         print(f"trained {item['dataset']} budget {item['budget']} seed {item['seed']}", flush=True)
     guard.disarm()
     return {}
 
 
 def _worker_main(job_path: str) -> int:
-    """Entry of the submission's own process (``describe`` or ``train``, see :func:`_run_worker`)."""
-    from .sandbox import OpenGuard, default_roots
+    """Entry of the submission's own process (``describe``, ``train`` or ``predict``, see :func:`_run_worker`)."""
+    from .private import predict_private
+    from .sandbox import OpenGuard, default_roots, prewarm
 
     job = json.loads(Path(job_path).read_text())
     stage = Path(job["workdir"])
+    prewarm()
     guard = OpenGuard(default_roots(stage), free_roots=[stage / "contract_check"])
+    modes = {"describe": _describe, "train": _train, "predict": predict_private}
     try:
-        out = (_describe if job["mode"] == "describe" else _train)(job, stage, guard)
+        out = modes[job["mode"]](job, stage, guard)
     except SubmissionError as exc:
         guard.disarm()
         print(f"{_ERROR_TAG}{exc}", file=sys.stderr)
         return 3
-    except Exception as exc:
+    except Exception:
+        guard.disarm()
         if guard.violations:
-            guard.disarm()
-            print(f"{_ERROR_TAG}the method opened a file it may not: {guard.violations[0]}", file=sys.stderr)
+            print(f"{_ERROR_TAG}the method opened a file it may not:\n  {guard.summary()}", file=sys.stderr)
             return 3
         raise
     guard.disarm()
@@ -291,7 +302,7 @@ def _run_worker(job: dict, stage: Path, timeout_s: float | None) -> dict:
         raise SubmissionError(proc.stderr.split(_ERROR_TAG, 1)[1].strip())
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
-        raise SubmissionError(f"training the submission failed (exit {proc.returncode}):\n{tail}")
+        raise SubmissionError(f"the submission's process ({job['mode']}) failed (exit {proc.returncode}):\n{tail}")
     return json.loads(Path(job["result"]).read_text())
 
 
@@ -393,6 +404,17 @@ def seal_files(bundle: Path) -> dict[str, str]:
             if p.is_file() and p.relative_to(bundle).as_posix() != "bundle.json"}
 
 
+MODEL_FILES = ("config.json", "plans.json", "checkpoint_final.pt")  # what a re-run of the cell's model needs
+
+
+def _copy_model(run: Path, dest: Path) -> None:
+    """The trained model of a cell (settings, plan, final checkpoint) for :mod:`.private`'s re-run."""
+    dest.mkdir(parents=True)
+    for name in MODEL_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+
+
 def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stage: Path) -> Path:
     staged = Workdir(stage)
     tmp = bundle.with_name(f".{bundle.name}.tmp")
@@ -418,6 +440,7 @@ def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stag
         if (run / "pred_instances").is_dir():
             shutil.copytree(run / "pred_instances", tmp / "predictions" / f"{cell.key}__instances")
         write_json_atomic(tmp / "records" / f"{cell.key}.json", record)
+        _copy_model(run, tmp / "models" / cell.key)
         entries.append({"cell": cell.to_dict(), "key": cell.key, "dataset_hash": info[cell.dataset]["dataset_hash"],
                         "split_hash": item["split_hash"], "test_cases": info[cell.dataset]["test_cases"],
                         "provenance": record["provenance"]})
@@ -425,133 +448,13 @@ def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stag
                 "method": {"name": about["name"], **about["info"], "source_hash": about["source_hash"],
                            "source_files": [f.name for f in src_files]},
                 "environment": environment_info(), "suite_commit": git_commit(), "cells": entries,
-                "files": seal_files(tmp)}  # the seal: sha256 of every prediction, record and source file
+                "files": seal_files(tmp)}  # the seal: sha256 of every prediction, record, model and source file
     write_json_atomic(tmp / "bundle.json", manifest)
     if bundle.exists():
         shutil.rmtree(bundle)
     bundle.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, bundle)
     return bundle
-
-
-# -- merging -------------------------------------------------------------------------------------------------
-def _reference_dir(cases, dest: Path, attr: str, ending: str) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for c in cases:
-        os.symlink(getattr(c, attr), dest / f"{c.case_id}{ending}")
-    return dest
-
-
-def rescore(pred_dir: Path, inst_dir: Path | None, raw: RawDataset, test_cases: list[str]) -> dict:
-    """Metrics of a prediction folder against the dataset's reference labels, as stored in records."""
-    from ..metrics.evaluate import evaluate_folder, write_summary
-
-    cases = [c for c in raw.test_cases() if c.case_id in set(test_cases)]
-    with tempfile.TemporaryDirectory(prefix="medseg_rescore_") as tmp:
-        ref = _reference_dir(cases, Path(tmp) / "labels", "label_file", raw.file_ending)
-        kwargs = {}
-        if raw.instance_labels and inst_dir is not None and all(c.instance_file for c in cases):
-            kwargs = {"instance_pred_dir": inst_dir,
-                      "instance_ref_dir": _reference_dir(cases, Path(tmp) / "instances", "instance_file", raw.file_ending)}
-        summary = evaluate_folder(pred_dir, ref, labels=raw.labels, file_ending=raw.file_ending,
-                                  default_spacing=raw.spacing, **kwargs)
-        write_summary(summary, Path(tmp) / "summary")
-        return json.loads((Path(tmp) / "summary" / "summary.json").read_text())
-
-
-def verify_seal(bundle: Path, manifest: dict) -> None:
-    """Every file of the bundle is listed in the seal with its sha256, and nothing else is there.
-
-    Raises:
-        BundleError: naming the first file that was changed, added or removed after ``submit``.
-    """
-    sealed = manifest.get("files")
-    if not isinstance(sealed, dict) or not sealed:
-        raise BundleError(f"{bundle / 'bundle.json'}: no seal (files + sha256); re-create the bundle with `submit`")
-    actual = seal_files(bundle)
-    for rel in sorted(set(sealed) | set(actual)):
-        if rel not in actual:
-            raise BundleError(f"{bundle / rel}: listed in the seal but missing; not merged")
-        if rel not in sealed:
-            raise BundleError(f"{bundle / rel}: not in the seal (added after submit); not merged")
-        if sealed[rel] != actual[rel]:
-            raise BundleError(f"{bundle / rel}: sha256 {actual[rel][:12]}... differs from the seal "
-                              f"({str(sealed[rel])[:12]}...): changed after submit; not merged")
-    method = manifest["method"]
-    files = [bundle / "source" / n for n in method.get("source_files", [])]
-    if not files or any(not f.is_file() for f in files) or hash_sources(files) != method.get("source_hash"):
-        raise BundleError(f"{bundle / 'source'}: the method source does not match the bundle's source_hash; not merged")
-
-
-def merge_bundle(bundle: Path, workdir: Path) -> list[dict]:
-    """Re-score a bundle against the workdir's reference labels and store its records (module docstring).
-
-    The seal is checked first; budget cases and counts are recomputed from the workdir's split, and
-    the provenance is the sealed record's.
-
-    Raises:
-        BundleError: malformed or tampered bundle, unknown dataset, or a dataset/split hash that does
-            not match.
-    """
-    from ..planning import dataset_hash
-    from ..splits import budget_cases, load_or_make_splits, split_hash
-
-    bundle, wd = Path(bundle), Workdir(Path(workdir))
-    if not (bundle / "bundle.json").is_file():
-        raise BundleError(f"{bundle}: not a submission bundle (bundle.json missing)")
-    manifest = read_json(bundle / "bundle.json")
-    if manifest.get("bundle_version") != BUNDLE_VERSION or not isinstance(manifest.get("cells"), list):
-        raise BundleError(f"{bundle / 'bundle.json'}: unsupported bundle version (want {BUNDLE_VERSION}) or no cells")
-    verify_seal(bundle, manifest)
-    method = manifest["method"]
-    hashes: dict[str, str] = {}
-    checked = []
-    for entry in manifest["cells"]:  # check everything before merging anything
-        cell = Cell.from_dict(entry["cell"])
-        if cell.method != method["name"] or entry.get("key") != cell.key:
-            raise BundleError(f"{bundle}: cell {cell.key} is not of method {method['name']!r}")
-        raw_dir = wd.raw_dataset(cell.dataset)
-        if not (raw_dir / "dataset.json").is_file():
-            raise BundleError(f"dataset {cell.dataset!r} of the bundle is not in {wd.raw}")
-        raw = RawDataset(raw_dir)
-        if cell.dataset not in hashes:
-            hashes[cell.dataset] = dataset_hash(raw)
-        if entry.get("dataset_hash") != hashes[cell.dataset]:
-            raise BundleError(f"{cell.key}: dataset hash {entry.get('dataset_hash')} does not match "
-                              f"{cell.dataset} in this workdir ({hashes[cell.dataset]}); not merged")
-        splits = load_or_make_splits(wd.root, raw.path, budgets=[cell.budget], seeds=[cell.seed])
-        if entry.get("split_hash") != split_hash(splits, cell.budget, cell.seed):
-            raise BundleError(f"{cell.key}: split hash does not match this workdir's split; not merged")
-        pred = bundle / "predictions" / cell.key
-        rec_path = bundle / "records" / f"{cell.key}.json"
-        if not pred.is_dir() or not rec_path.is_file():
-            raise BundleError(f"{bundle}: predictions or record for {cell.key} missing")
-        stored = read_json(rec_path)  # sealed: written by the submission's process, unchanged since
-        if Cell.from_dict(stored.get("cell", {})).key != cell.key or stored.get("provenance") != entry.get("provenance"):
-            raise BundleError(f"{rec_path}: cell or provenance differ from bundle.json; not merged")
-        labelled = budget_cases(splits, cell.budget, cell.seed) if (stored.get("method_info") or {}).get(
-            "needs_labels", True) else []
-        if sorted(stored.get("budget_cases") or []) != sorted(labelled):
-            raise BundleError(f"{rec_path}: budget cases {stored.get('budget_cases')} are not the split's "
-                              f"{labelled}; not merged")
-        checked.append((cell, entry, raw, pred, stored, labelled))
-    merged = []
-    for cell, entry, raw, pred, stored, labelled in checked:
-        inst = bundle / "predictions" / f"{cell.key}__instances"
-        metrics = rescore(pred, inst if inst.is_dir() else None, raw, [c.case_id for c in raw.test_cases()])
-        record = {"record_version": 1, "cell": cell.to_dict(), "status": "done", "error": None,
-                  "method_info": {k: (stored.get("method_info") or {}).get(k)
-                                  for k in ("family", "citation", "needs_labels", "uses_unlabelled", "oracle",
-                                            "class_rule")},
-                  "budget_cases": labelled, "n_labelled": len(labelled),  # from this workdir's split
-                  "provenance": {**stored["provenance"], "dataset_hash": entry["dataset_hash"],
-                                 "split_hash": entry["split_hash"]},
-                  "submission": {"bundle": bundle.name, "source_hash": method.get("source_hash"),
-                                 "sealed": True, "rescored": True},
-                  "metrics": metrics}  # recomputed here; anything the bundle says about metrics is ignored
-        write_record(wd.root, record)
-        merged.append(record)
-    return merged
 
 
 if __name__ == "__main__":  # the submission's own training process (see _run_worker)
