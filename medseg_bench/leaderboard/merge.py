@@ -80,6 +80,25 @@ def verify_seal(bundle: Path, manifest: dict) -> None:
         raise BundleError(f"{bundle / 'source'}: the method source does not match the bundle's source_hash; not merged")
 
 
+def _check_model(model: Path, stored: dict, rec_path: Path) -> None:
+    """The record's iterations, plan hash and budget cases agree with the cell's model folder (its
+    ``config.json`` and ``plans.json``, written by the engine in the submission's process)."""
+    from ..planning.plans_file import record_plan_hash
+
+    if not (model / "config.json").is_file() or not (model / "plans.json").is_file():
+        raise BundleError(f"{model}: the cell's model (config.json, plans.json) is missing; not merged")
+    config, prov = read_json(model / "config.json"), stored.get("provenance") or {}
+    iterations = (config.get("settings") or {}).get("iterations")
+    trained = (model / "checkpoint_final.pt").is_file()  # a method that does not train records 0 iterations
+    if prov.get("iterations") != (iterations if trained else 0):
+        raise BundleError(f"{rec_path}: {prov.get('iterations')} iterations, but the model was trained with "
+                          f"{iterations} ({model / 'config.json'}); not merged")
+    if prov.get("plan_hash") != record_plan_hash(read_json(model / "plans.json")):
+        raise BundleError(f"{rec_path}: plan hash differs from the model's plans.json; not merged")
+    if sorted(config.get("budget_cases") or []) != sorted(stored.get("budget_cases") or []):
+        raise BundleError(f"{rec_path}: budget cases differ from the model's config.json; not merged")
+
+
 def read_manifest(bundle: Path) -> dict:
     """``bundle.json`` of a bundle whose seal holds (:func:`verify_seal`)."""
     bundle = Path(bundle)
@@ -145,6 +164,7 @@ def merge_bundle(bundle: Path, workdir: Path, private_seed: int | None = None, t
         if sorted(stored.get("budget_cases") or []) != sorted(labelled):
             raise BundleError(f"{rec_path}: budget cases {stored.get('budget_cases')} are not the split's "
                               f"{labelled}; not merged")
+        _check_model(bundle / "models" / cell.key, stored, rec_path)
         try:
             check_predictions(pred, raw, [c.case_id for c in raw.test_cases()])
         except SubmissionError as exc:

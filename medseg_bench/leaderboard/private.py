@@ -11,8 +11,10 @@ private labels, as code competitions re-run the submitted code on hidden data. N
 could read holds these labels, so reading files cannot game a board scored this way. Every row of
 such a board must be scored the same way (submit the built-in methods too, e.g. ``submit supervised``).
 
-The private dataset is written once to ``<workdir>/private/<dataset>__<tag>/`` (``tag`` = first 12
-hex digits of the seed's sha256; the seed itself is stored nowhere); keep that folder host-only.
+The secret is a string of at least 16 characters in a file; the generator seed is derived from it
+(:func:`read_secret_seed`). The private dataset is written once to ``<workdir>/private/<dataset>__<tag>/``
+(:func:`seed_tag`; records carry the tag and the private data's hash, never the seed, which only that
+folder's ``dataset.json`` holds); keep that folder host-only.
 """
 
 from __future__ import annotations
@@ -28,23 +30,31 @@ from .submit import BundleError, SubmissionError, check_predictions, load_submis
 __all__ = ["predict_private", "private_dataset", "read_secret_seed", "score_private"]
 
 
+MIN_SECRET_CHARS = 16
+
+
 def read_secret_seed(path: Path) -> int:
-    """The integer seed in ``path`` (the file's only content).
+    """The generator seed derived from the secret in ``path`` (at least 16 characters, e.g.
+    ``python -c "import secrets; print(secrets.token_hex(16))"``): the first 60 bits of its sha256, so
+    that neither the seed nor the tag of :func:`seed_tag` can be guessed by trying seeds.
 
     Raises:
-        BundleError: missing file or not an integer.
+        BundleError: missing file or a secret shorter than 16 characters.
     """
     path = Path(path)
     try:
-        return int(path.read_text().strip())
+        secret = path.read_text().strip()
     except FileNotFoundError as exc:
         raise BundleError(f"{path}: private seed file not found") from exc
-    except ValueError as exc:
-        raise BundleError(f"{path}: a private seed file holds one integer, found {path.read_text()[:40]!r}") from exc
+    if len(secret) < MIN_SECRET_CHARS:
+        raise BundleError(f"{path}: the secret must be at least {MIN_SECRET_CHARS} characters (it has "
+                          f"{len(secret)}); a short one can be found by generating datasets until one matches")
+    return int(hashlib.sha256(b"medseg_bench private split\0" + secret.encode()).hexdigest()[:15], 16)
 
 
 def seed_tag(seed: int) -> str:
-    return hashlib.sha256(str(int(seed)).encode()).hexdigest()[:12]
+    """A name for the private split of ``seed`` (12 hex digits of a hash; says nothing of the seed)."""
+    return hashlib.sha256(f"medseg_bench private tag {int(seed)}".encode()).hexdigest()[:12]
 
 
 def private_dataset(wd, raw: RawDataset, seed: int) -> RawDataset:
@@ -82,14 +92,18 @@ def score_private(bundle: Path, manifest: dict, cells: list, wd, seed: int, time
     from .merge import rescore
     from .submit import _run_worker
 
-    sources = manifest["method"].get("source_files") or []
-    if len(sources) != 1:
-        raise BundleError(f"{bundle}: a re-run needs a single-file submission (the bundle has {sources})")
+    about = manifest["method"]
+    sources, loaded = about.get("source_files") or [], about.get("loaded_from") or {"kind": "file"}
+    if loaded["kind"] == "file" and len(sources) != 1:
+        raise BundleError(f"{bundle}: a re-run of a file submission needs its single source file (has {sources})")
     privates = {cell.dataset: private_dataset(wd, raw, seed) for cell, _, raw in cells}
     stage = Path(tempfile.mkdtemp(prefix="medseg_private_"))
     try:
-        (stage / "submission").mkdir()
-        method = shutil.copy2(bundle / "source" / sources[0], stage / "submission" / sources[0])
+        if loaded["kind"] == "file":
+            (stage / "submission").mkdir()
+            method = str(shutil.copy2(bundle / "source" / sources[0], stage / "submission" / sources[0]))
+        else:  # an installed method (entry point or built-in): the host's copy, checked against the source hash
+            method = loaded["spec"]
         for ds, priv in privates.items():  # test images only: the private labels stay on the host
             for case in priv.test_cases():
                 for f in case.image_files:
@@ -105,7 +119,8 @@ def score_private(bundle: Path, manifest: dict, cells: list, wd, seed: int, time
                          "images": str(stage / "images" / cell.dataset / "imagesTs"),
                          "out": str(stage / "out" / cell.key)})
         try:
-            _run_worker({"mode": "predict", "method": str(method), "runs": runs}, stage, timeout_s)
+            _run_worker({"mode": "predict", "method": method, "source_hash": about.get("source_hash"), "runs": runs},
+                        stage, timeout_s)
         except SubmissionError as exc:
             raise BundleError(f"{bundle}: re-running its models on the private split failed: {exc}") from exc
         scores = {}
@@ -130,9 +145,13 @@ def predict_private(job: dict, stage: Path, guard) -> dict:
     """In the sandboxed child: import the submission, predict every run's images with its model; no
     label file may be opened at all."""
     from ..training.predict import predict_images_folder
+    from .submit import source_hash
 
     guard.arm()
-    load_submission(job["method"])
+    method_cls = load_submission(job["method"])
+    if source_hash(method_cls)[0] != job["source_hash"]:
+        raise SubmissionError(f"the source of {method_cls.name!r} here differs from the bundle's (source_hash); "
+                              "install the submitted version to re-run it")
     for run in job["runs"]:
         predict_images_folder(run["model"], run["images"], run["out"], progress=False)
     guard.disarm()

@@ -384,6 +384,7 @@ def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets:
             raise SubmissionError(f"method {about['name']!r} applies to none of the datasets {names}")
         _run_worker({"mode": "train", "method": method_spec, "cells": cells, "iterations": iterations,
                      "num_threads": num_threads}, stage, timeout_s)
+        about["loaded_from"] = {"kind": "file"} if path.is_file() else {"kind": "installed", "spec": spec}
         bundle = Path(out) if out else wd.root / "submissions" / about["name"]
         return _write_bundle(bundle, about, cells, info, stage)
     finally:
@@ -446,7 +447,7 @@ def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stag
                         "provenance": record["provenance"]})
     manifest = {"bundle_version": BUNDLE_VERSION,
                 "method": {"name": about["name"], **about["info"], "source_hash": about["source_hash"],
-                           "source_files": [f.name for f in src_files]},
+                           "source_files": [f.name for f in src_files], "loaded_from": about["loaded_from"]},
                 "environment": environment_info(), "suite_commit": git_commit(), "cells": entries,
                 "files": seal_files(tmp)}  # the seal: sha256 of every prediction, record, model and source file
     write_json_atomic(tmp / "bundle.json", manifest)

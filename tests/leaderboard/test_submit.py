@@ -147,8 +147,14 @@ def test_tampered_bundle_is_refused(honest, tmp_path):
         if name == "n_labelled":
             (merged,) = merge_bundle(b, wd)
             assert merged["n_labelled"] == 2
-        else:
-            with pytest.raises(BundleError, match="not the split's|provenance differ"):
+            continue
+        with pytest.raises(BundleError, match="not the split's|provenance differ"):
+            merge_bundle(b, wd)
+        meta = json.loads((b / "bundle.json").read_text())  # edited in bundle.json too: the model disagrees
+        meta["cells"][0].update(provenance=rec["provenance"])
+        (b / "bundle.json").write_text(json.dumps(meta))
+        if name == "iterations":
+            with pytest.raises(BundleError, match="25000 iterations, but the model was trained with 2"):
                 merge_bundle(b, wd)
     b = _copy(bundle, tmp_path / "source")
     (b / "source" / "entropy_min_method.py").write_text("# another method\n")
