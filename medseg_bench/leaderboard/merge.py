@@ -65,6 +65,9 @@ def verify_seal(bundle: Path, manifest: dict) -> None:
     sealed = manifest.get("files")
     if not isinstance(sealed, dict) or not sealed:
         raise BundleError(f"{bundle / 'bundle.json'}: no seal (files + sha256); re-create the bundle with `submit`")
+    links = [p for p in Path(bundle).rglob("*") if p.is_symlink()]
+    if links:
+        raise BundleError(f"{links[0]}: a link; a bundle holds plain files only; not merged")
     actual = seal_files(bundle)
     for rel in sorted(set(sealed) | set(actual)):
         if rel not in actual:

@@ -16,6 +16,8 @@ What the child enforces (:class:`OpenGuard`, a :func:`sys.addaudithook` on ``ope
   opened unless its case is in the current cell's budget, wherever it lies;
 * no new process may be started (``subprocess``, ``os.system``, ``os.exec*``, ``os.posix_spawn``,
   ``os.spawn*``): a spawned program would not be watched;
+* no symbolic or hard link may be made (a prediction file linked to a guessed path of the real
+  workdir's labels would be read by the ``submit`` process when it writes the bundle);
 
 a refused open raises :class:`PermissionError` naming the file *and* is recorded, so a method that
 swallows the exception still fails its cell with the file named.
@@ -35,6 +37,7 @@ __all__ = ["OpenGuard", "clean_environment", "default_roots", "label_case", "pre
 LABEL_DIRS = ("labelsTr", "labelsTs", "instancesTr", "instancesTs", "labels", "instances")
 LABEL_SUFFIXES = ("_seg.npy", "_inst.npy")
 SYSTEM_ROOTS = ("/dev/", "/sys/", "/etc/", "/usr/", "/lib", "/opt/", "/bin/", "/sbin/", "/var/lib/")
+LINK_EVENTS = ("os.symlink", "os.link")
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
 _PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
 # environment variables passed to the child; everything else (MEDSEG_*, PWD, OLDPWD, HOME, ...) is dropped
@@ -124,7 +127,7 @@ class OpenGuard:
             return f"{path}: outside the submission's staged workdir"
         return None
 
-    def summary(self, limit: int = 6) -> str:
+    def summary(self, limit: int = 8) -> str:
         """The distinct violations so far, one per line (at most ``limit``, then a count)."""
         seen = list(dict.fromkeys(self.violations))
         more = f"\n  ... and {len(seen) - limit} more" if len(seen) > limit else ""
@@ -139,6 +142,8 @@ class OpenGuard:
             return
         if event in SPAWN_EVENTS:
             self._refuse(f"{event}({str(args[0] if args else '')[:80]!r}): a submission may not start programs")
+        if event in LINK_EVENTS:
+            self._refuse(f"{event}({str(args[0] if args else '')[:120]!r}): a submission may not make links")
         if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
             return
         why = self.check(os.fsdecode(args[0]))

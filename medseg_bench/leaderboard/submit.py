@@ -435,6 +435,9 @@ def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stag
         if record["provenance"].get("split_hash") != item["split_hash"]:
             raise SubmissionError(f"{cell.label()}: the staged split differs from the benchmark's "
                                   f"({record['provenance'].get('split_hash')} != {item['split_hash']})")
+        links = [p for p in run.rglob("*") if p.is_symlink()]
+        if links:  # the child may not make links; one here would let this process copy a file it points to
+            raise SubmissionError(f"{cell.label()}: {links[0]} is a link; a submission's outputs must be plain files")
         raw = RawDataset(staged.raw_dataset(cell.dataset))
         check_predictions(run / "pred", raw, info[cell.dataset]["test_cases"])
         shutil.copytree(run / "pred", tmp / "predictions" / cell.key)

@@ -8,6 +8,7 @@
   - asks a shell to do it instead (``subprocess``),
   - opens the real workdir's ``labelsTs`` and preprocessed test labels (``<test>_seg.npy``), at a path
     ``REAL_WORKDIR`` that the test writes into this file (the strongest attacker: knows where they are),
+  - links a prediction-like file to the real test label (for ``submit`` to copy into the bundle),
   - opens the preprocessed label of a training case outside its budget,
   swallowing every error, and then trains honestly. Everything it sees goes to stdout as
   ``CHEAT {json}`` lines.
@@ -83,6 +84,7 @@ class Cheater(Method):
             out.append(_attempt("labelsTs", lambda: test_label.read_bytes()[:8]))
             seg = sorted((real / "preprocessed" / ctx.dataset).rglob(f"{test_label.name.split('.')[0]}_seg.npy"))[0]
             out.append(_attempt("preprocessed test seg", lambda: np.load(seg).sum()))
+            out.append(_attempt("symlink", lambda: os.symlink(test_label, Path(ctx.run_dir) / "planted.png")))
         beyond = [c for c in ctx.unlabelled_ids if (Path(ctx.folder.folder) / f"{c}_seg.npy").is_file()][0]
         out.append(_attempt("training label beyond the budget",
                             lambda: np.load(Path(ctx.folder.folder) / f"{beyond}_seg.npy").sum()))

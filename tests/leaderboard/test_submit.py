@@ -117,10 +117,12 @@ def test_hostile_method_is_caught(honest, tmp_path):
     tried = {s["what"]: s for s in seen if "what" in s}
     assert tried["search"]["test_ids"] == ["gats_000", "gats_001"] and tried["search"]["found"] == []
     assert not any(r.startswith(str(wd)) for r in tried["search"]["roots"])
-    for what in ("parent cmdline", "shell", "labelsTs", "preprocessed test seg", "training label beyond the budget"):
+    for what in ("parent cmdline", "shell", "labelsTs", "preprocessed test seg", "symlink",
+                 "training label beyond the budget"):
         assert not tried[what]["ok"] and "refused by the submission guard" in tried[what]["error"], tried[what]
     assert proc.returncode == 2, err
     assert "(cell failed)" in err and f"/proc/{proc.pid}/cmdline" in err and "subprocess.Popen" in err
+    assert "os.symlink" in err and "may not make links" in err
     assert f"{wd}/raw/{DS}/labelsTs/gats_000.png: label file of case 'gats_000'" in err
     assert "gats_000_seg.npy: label file of case 'gats_000'" in err
     assert "not in this cell's labelled budget" in err and not (wd / "submissions" / "cheater").exists()
@@ -166,6 +168,10 @@ def test_tampered_bundle_is_refused(honest, tmp_path):
     b = _copy(bundle, tmp_path / "added")
     (b / "predictions" / "extra.txt").write_text("x")
     with pytest.raises(BundleError, match="not in the seal"):
+        merge_bundle(b, wd)
+    (b / "predictions" / "extra.txt").unlink()
+    (b / "predictions" / "extra.txt").symlink_to(wd / "raw" / DS / "labelsTs" / "gats_000.png")
+    with pytest.raises(BundleError, match="a link; a bundle holds plain files only"):
         merge_bundle(b, wd)
     shutil.rmtree(b / "models")
     (b / "predictions" / "extra.txt").unlink()
