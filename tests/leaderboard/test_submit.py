@@ -292,3 +292,16 @@ def test_worked_example_is_a_valid_method():
     cls = load_submission(str(REPO / "examples" / "entropy_min_method.py"))
     assert cls.name == "entropy_min" and cls.family == "semi-supervised" and "Grandvalet" in cls.citation
     assert len((REPO / "examples" / "entropy_min_method.py").read_text().splitlines()) <= 100
+
+
+def test_staged_copy_holds_no_test_label_information(honest, tmp_path):
+    from medseg_bench.io import RawDataset
+    from medseg_bench.leaderboard.submit import stage_dataset
+
+    wd, _ = honest
+    info = stage_dataset(wd / "raw" / DS, tmp_path / DS)
+    staged = RawDataset(tmp_path / DS)
+    assert info["test_cases"] == ["gats_000", "gats_001"] and staged.test_labels_withheld
+    assert not (tmp_path / DS / "labelsTs").exists() and all(c.label_file is None for c in staged.test_cases())
+    params = json.loads((tmp_path / DS / "dataset.json").read_text())["case_parameters"]
+    assert "ga_000" in params and not [k for k in params if k.startswith("gats_")]  # e.g. its lesion area
