@@ -27,7 +27,15 @@ from ..bench.grid import Cell
 from ..bench.results import read_json, write_record
 from ..io import RawDataset
 from ..workdir import Workdir
-from .submit import BUNDLE_VERSION, BundleError, SubmissionError, check_predictions, hash_sources, seal_files
+from .submit import (
+    BUNDLE_VERSION,
+    METHOD_NAME,
+    BundleError,
+    SubmissionError,
+    check_predictions,
+    hash_sources,
+    seal_files,
+)
 
 __all__ = ["merge_bundle", "read_manifest", "rescore", "verify_seal"]
 
@@ -115,6 +123,8 @@ def read_manifest(bundle: Path) -> dict:
             or not isinstance(manifest.get("cells"), list) or not isinstance(manifest.get("method"), dict)):
         raise BundleError(f"{bundle / 'bundle.json'}: unsupported bundle version (want {BUNDLE_VERSION}), no method "
                           f"or no cells; re-create the bundle with `submit`")
+    if not isinstance(manifest["method"].get("name"), str) or not METHOD_NAME.match(manifest["method"]["name"]):
+        raise BundleError(f"{bundle / 'bundle.json'}: method name {manifest['method'].get('name')!r} is not a plain name")
     verify_seal(bundle, manifest)
     return manifest
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -332,6 +333,20 @@ def check_predictions(pred_dir: Path, raw: RawDataset, test_cases: list[str]) ->
                                   f"{sorted(allowed)}")
 
 
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_about(about: dict, stage: Path, from_file: bool) -> None:
+    """What the ``describe`` child reported is used for paths here: a plain method name, and ``.py``
+    source files (inside the stage's copy for a file submission)."""
+    if not isinstance(about.get("name"), str) or not METHOD_NAME.match(about["name"]):
+        raise SubmissionError(f"method name {about.get('name')!r}: use letters, digits, '_', '.' or '-'")
+    for f in about.get("source_files") or []:
+        inside = Path(f).resolve().is_relative_to((stage / "submission").resolve())
+        if not f.endswith(".py") or (from_file and not inside):
+            raise SubmissionError(f"{f}: not a source file of the submission")
+
+
 def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets: list | None = None,
            seeds: list[int] | None = None, preset: str | None = None, iterations: int | None = None,
            out: Path | None = None, num_threads: int | None = None, timeout_s: float | None = None) -> Path:
@@ -367,6 +382,7 @@ def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets:
                              "datasets": {ds: {"plans": plans[ds],
                                                "n_train": len(RawDataset(wd.raw_dataset(ds)).train_cases())}
                                           for ds in names}}, stage, timeout_s)
+        _check_about(about, stage, path.is_file())
         cells, info = [], {}
         for ds in names:
             config, applicable = about["datasets"][ds]["configuration"], about["datasets"][ds]["budgets"]
