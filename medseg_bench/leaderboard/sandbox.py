@@ -21,6 +21,11 @@ What the child enforces (:class:`OpenGuard`, a :func:`sys.addaudithook` on ``ope
 
 a refused open raises :class:`PermissionError` naming the file *and* is recorded, so a method that
 swallows the exception still fails its cell with the file named.
+
+Known gaps besides native code: the allow-list holds every ``sys.path`` folder, so a workdir inside
+one (e.g. ``./medseg_work`` in a checkout installed in editable mode) has its non-label files (images,
+records) readable; label files are refused by name wherever they lie. The hook itself lives in the
+method's process, so a method that searches the interpreter for it (``gc``) can switch it off.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = ["OpenGuard", "clean_environment", "default_roots", "label_case", "pre
 LABEL_DIRS = ("labelsTr", "labelsTs", "instancesTr", "instancesTs", "labels", "instances")
 LABEL_SUFFIXES = ("_seg.npy", "_inst.npy")
 SYSTEM_ROOTS = ("/dev/", "/sys/", "/etc/", "/usr/", "/lib", "/opt/", "/bin/", "/sbin/", "/var/lib/")
+ERROR_TAG = "SUBMISSION ERROR: "  # what the child prints before a refusal's message (exit status 3)
 LINK_EVENTS = ("os.symlink", "os.link")
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
 _PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")

@@ -1,7 +1,8 @@
 """Method submission: validate, train on staged data without test labels, bundle (sealed).
 
-``submit(PATH_OR_ENTRYPOINT)``; the submitted code runs only in child processes, never in this one
-(:mod:`.sandbox`: clean environment, cwd and ``HOME`` inside the stage, an audit hook on every open):
+``submit(PATH_OR_ENTRYPOINT)``; the submitted code runs only in child processes (:mod:`.worker`), never
+in this one (:mod:`.sandbox`: clean environment, cwd and ``HOME`` inside the stage, an audit hook on
+every open):
 
 1. stages each dataset into a fresh temporary folder **outside** the user's workdir: training images
    and labels, unlabelled images, test *images only* (``"test_labels_withheld": true``; no
@@ -41,9 +42,7 @@ from ..bench.grid import (
     PRESET_DEFAULTS,
     Cell,
     default_preset,
-    method_budgets,
     parse_budgets,
-    resolve_configuration,
 )
 from ..bench.results import environment_info, git_commit, read_json, write_json_atomic
 from ..io import RawDataset, read_image
@@ -181,126 +180,20 @@ def stage_dataset(raw_dir: Path, dest: Path) -> dict:
     return {"dataset_hash": original_hash, "test_cases": sorted(c.case_id for c in test)}
 
 
-# -- the submission's own process ---------------------------------------------------------------------------
-def _predict_only(method, ctx, raw, test_ids, run_dir):
-    """The engine's prediction step without evaluation (a staged copy has no test labels)."""
-    from ..training.cell import _default_to_segmentation
-    from ..training.predict import predict_case, write_prediction
-
-    pred, pred_inst = Path(run_dir) / "pred", Path(run_dir) / "pred_instances"
-    for d in (pred, pred_inst):
-        if d.exists():
-            shutil.rmtree(d)
-    for net in method.networks.values():
-        net.eval()
-    cases = {c.case_id: c for c in raw.test_cases()}
-    custom = type(method).to_segmentation is not _default_to_segmentation()
-    for cid in test_ids:
-        case = cases[cid]
-        raw_image = case.load_image()[0] if custom else None
-        seg, inst, geo = predict_case(method, ctx, ctx.folder.image(cid), ctx.folder.properties(cid), raw_image=raw_image)
-        write_prediction(pred, cid, raw.file_ending, seg, geo, inst, pred_inst)
-    return None
-
-
-def _describe(job: dict, stage: Path, guard) -> dict:
-    """Import the file (first time anywhere), run the contract check, and say where the method applies."""
-    guard.arm()
-    method_cls = load_submission(job["method"])
-    print(f"validating {method_cls.name} (contract check) ...", flush=True)
-    validate_method(method_cls, stage / "contract_check")
-    src_hash, src_files = source_hash(method_cls)
-    where = {}
-    for ds, d in job["datasets"].items():
-        config = resolve_configuration(method_cls, d["plans"], job["preset"])
-        where[ds] = {"configuration": config,
-                     "budgets": method_budgets(method_cls, job["budgets"], d["n_train"]) if config else []}
-    guard.disarm()
-    if guard.violations:  # also when the method swallowed the PermissionError
-        raise SubmissionError(f"the method opened a file it may not (during the contract check):\n  {guard.summary()}")
-    return {"name": method_cls.name, "info": method_cls.info(), "source_hash": src_hash,
-            "source_files": [str(f) for f in src_files], "datasets": where}
-
-
-def _train(job: dict, stage: Path, guard) -> dict:
-    """Prepare the staged datasets (before any submitted code runs), then train and predict every cell
-    with the guard admitting only that cell's budget labels."""
-    from ..splits import budget_cases, load_or_make_splits
-    from ..training import cell as engine_cell
-    from ..training import ensure_prepared, train_cell
-
-    allowed = {}
-    for item in job["cells"]:
-        ensure_prepared(stage, item["dataset"])
-        splits = load_or_make_splits(stage, stage / "raw" / item["dataset"], budgets=[item["budget"]], seeds=[item["seed"]])
-        allowed[(item["dataset"], str(item["budget"]), item["seed"])] = budget_cases(splits, item["budget"], item["seed"])
-    guard.arm()
-    method_cls = load_submission(job["method"])
-    engine_cell._predict_and_evaluate = _predict_only  # nothing to evaluate against: labels withheld
-    for item in job["cells"]:
-        print(f"training {method_cls.name} on {item['dataset']} (budget {item['budget']}, seed {item['seed']}, "
-              f"test labels withheld) ...", flush=True)
-        # a method that declares itself label-free may open no label at all
-        guard.arm(allowed[(item["dataset"], str(item["budget"]), item["seed"])] if method_cls.needs_labels else [])
-        try:
-            train_cell(stage, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
-                       config=item["configuration"], iterations=job.get("iterations"), progress=False,
-                       num_threads=job.get("num_threads"))
-        except Exception as exc:
-            if not guard.violations:
-                raise
-            print(f"(the method's own error: {type(exc).__name__}: {exc})", file=sys.stderr)
-        if guard.violations:
-            raise SubmissionError(f"{item['dataset']} budget {item['budget']} seed {item['seed']}: the method opened "
-                                  f"a file it may not (cell failed):\n  {guard.summary()}")
-        print(f"trained {item['dataset']} budget {item['budget']} seed {item['seed']}", flush=True)
-    guard.disarm()
-    return {}
-
-
-def _worker_main(job_path: str) -> int:
-    """Entry of the submission's own process (``describe``, ``train`` or ``predict``, see :func:`_run_worker`)."""
-    from .private import predict_private
-    from .sandbox import OpenGuard, default_roots, prewarm
-
-    job = json.loads(Path(job_path).read_text())
-    stage = Path(job["workdir"])
-    prewarm()
-    guard = OpenGuard(default_roots(stage), free_roots=[stage / "contract_check"])
-    modes = {"describe": _describe, "train": _train, "predict": predict_private}
-    try:
-        out = modes[job["mode"]](job, stage, guard)
-    except SubmissionError as exc:
-        guard.disarm()
-        print(f"{_ERROR_TAG}{exc}", file=sys.stderr)
-        return 3
-    except Exception:
-        guard.disarm()
-        if guard.violations:
-            print(f"{_ERROR_TAG}the method opened a file it may not:\n  {guard.summary()}", file=sys.stderr)
-            return 3
-        raise
-    guard.disarm()
-    Path(job["result"]).write_text(json.dumps(out))
-    return 0
-
-
-_ERROR_TAG = "SUBMISSION ERROR: "
-
-
+# -- the submission's own process (:mod:`.worker`) ----------------------------------------------------------
 def _run_worker(job: dict, stage: Path, timeout_s: float | None) -> dict:
     """Run ``job`` in a fresh interpreter: clean environment, cwd = the stage; returns its result JSON."""
-    from .sandbox import clean_environment
+    from .sandbox import ERROR_TAG, clean_environment
 
     job = {**job, "workdir": str(stage), "result": str(stage / f"{job['mode']}_result.json")}
     job_path = stage / f"{job['mode']}_job.json"
     job_path.write_text(json.dumps(job, indent=2))
     # stdout (progress lines) goes straight to the user; stderr is kept for the error message
-    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.submit", str(job_path)], cwd=stage,
+    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.worker", str(job_path)], cwd=stage,
                           env=clean_environment(stage), stdout=None, stderr=subprocess.PIPE, text=True,
                           timeout=timeout_s)
-    if proc.returncode == 3 and _ERROR_TAG in proc.stderr:
-        raise SubmissionError(proc.stderr.split(_ERROR_TAG, 1)[1].strip())
+    if proc.returncode == 3 and ERROR_TAG in proc.stderr:
+        raise SubmissionError(proc.stderr.split(ERROR_TAG, 1)[1].strip())
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
         raise SubmissionError(f"the submission's process ({job['mode']}) failed (exit {proc.returncode}):\n{tail}")
@@ -475,7 +368,3 @@ def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stag
     bundle.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, bundle)
     return bundle
-
-
-if __name__ == "__main__":  # the submission's own training process (see _run_worker)
-    sys.exit(_worker_main(sys.argv[1]))
