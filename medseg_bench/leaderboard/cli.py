@@ -46,6 +46,9 @@ def leaderboard_command(workdir: Path, out: str | None = None, add: str | None =
     records = load_records(results_dir(wd.root), errors=errors)
     for e in errors:
         print(f"warning: skipped malformed record: {e}", file=sys.stderr)
+    for ds in sorted(mixed_test_splits(records)):
+        print(f"warning: {ds}: some rows are scored on a private test split, others on the public one; "
+              "they are not comparable (re-run every row with --private-seed-file)", file=sys.stderr)
     if not records:
         print(f"error: no result records in {results_dir(wd.root)} (run `medseg-bench run` first)", file=sys.stderr)
         return 2
@@ -61,6 +64,15 @@ def leaderboard_command(workdir: Path, out: str | None = None, add: str | None =
         return 2
     print(f"leaderboard from {len(records)} records -> {target} ({len(written)} files; open {target / 'index.html'})")
     return 0
+
+
+def mixed_test_splits(records: list[dict]) -> set[str]:
+    """Datasets whose records were scored on different test splits (public and private)."""
+    kinds: dict[str, set] = {}
+    for r in records:
+        split = ((r.get("submission") or {}).get("test_split") or {}).get("kind", "public")
+        kinds.setdefault(r["cell"]["dataset"], set()).add(split)
+    return {ds for ds, k in kinds.items() if len(k) > 1}
 
 
 def submit_command(method: str, workdir: Path, datasets: list[str] | None = None, budgets: list[str] | None = None,

@@ -55,3 +55,12 @@ def test_private_secret_is_long_and_hidden(tmp_path):
     seed = read_secret_seed(tmp_path / "good")
     assert 0 <= seed < 2**60 and seed == read_secret_seed(tmp_path / "good")
     assert str(seed) not in seed_tag(seed) and len(seed_tag(seed)) == 12
+
+
+def test_mixed_test_splits_are_named():
+    from medseg_bench.leaderboard.cli import mixed_test_splits
+
+    pub = {"cell": {"dataset": "a"}}
+    priv = {"cell": {"dataset": "a"}, "submission": {"test_split": {"kind": "private"}}}
+    assert mixed_test_splits([pub, priv, {"cell": {"dataset": "b"}}]) == {"a"}
+    assert mixed_test_splits([priv, priv]) == set()
