@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from medseg_bench.methods import get_method
-from medseg_bench.methods._embedding_bank import EmbeddingBank, sample_per_class
+from medseg_bench.methods.embedding_matching.bank import EmbeddingBank, sample_per_class
 from medseg_bench.methods.embedding_matching import (
     EmbeddingUNet,
     gather_voxels,
