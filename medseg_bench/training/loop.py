@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from ..data import BatchStream, load_training_cases
+from ..planning.plans_file import write_json_atomic
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .curve import LossCurve
-from ..planning.plans_file import write_json_atomic
 from .runlog import RunLogger
 
 __all__ = ["CHECKPOINT_FINAL", "CHECKPOINT_LATEST", "build_streams", "run_loop"]
