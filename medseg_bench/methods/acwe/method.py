@@ -3,9 +3,9 @@
 J. Chen and E. C. Frey, "Medical Image Segmentation via Unsupervised Convolutional Neural Network",
 MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevised_Seg_via_CNN).
 
-* ``acwe`` (unsupervised, budget 0): the recurrent-residual network of :class:`~._r2net.R2Net`
+* ``acwe`` (unsupervised, budget 0): the recurrent-residual network of :class:`~medseg_bench.networks.r2net.R2Net`
   trained on every training image with the soft Chan–Vese energy without length term
-  (:func:`~._r2net.acwe_energy`, ``w_area = 5e-4``); inputs min–max scaled to [0, 1] per slice (2D)
+  (:func:`~.losses.acwe_energy`, ``w_area = 5e-4``); inputs min–max scaled to [0, 1] per slice (2D)
   or per volume (3D); Adam, lr 5e-4, constant. ``w_area`` needs no rescaling with the patch size:
   the region terms and the area term are both sums over pixels (the weight is intensity² per pixel
   on [0, 1] images), so their ratio is the same on the paper's 192×192 slices and on any patch; the
@@ -18,12 +18,12 @@ MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevis
   pre-training, computed once per (dataset, preset, configuration, seed) on every training image
   without labels and cached under ``ctx.stage_dir`` (shared by all budgets), then fine-tuning on the
   budget's labelled cases with the first block frozen and the active-contour loss of Xu Chen et al.
-  (CVPR 2019; :func:`~._r2net.active_contour_loss`), or Dice + CE (``finetune_loss="dice_ce"``).
+  (CVPR 2019; :func:`~.losses.active_contour_loss`), or Dice + CE (``finetune_loss="dice_ce"``).
 
 Schedules. ``paper`` preset: the code's 161 epochs × 50 batches of 20 (8050 iterations) and 801
 fine-tuning iterations. ``demo``/``quick``: the iterations that fit the time the plan gives the
 preset's U-Net (``num_iterations × step_time_estimate_s``), at this network's predicted step time
-(the plan's CPU step-time model on :func:`~._r2net.r2net_cost`); fine-tuning gets
+(the plan's CPU step-time model on :func:`~medseg_bench.networks.r2net.r2net_cost`); fine-tuning gets
 ``finetune_fraction`` of that. Training uses the plan's patches and batch size (the paper: whole
 192×192 slices, batch 20) with the plan's spatial augmentation and mirroring only: intensity
 augmentation (gamma, inversion, ...) changes the very intensities the energy models.
@@ -41,12 +41,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ._polarity import polarity_rule
-from ._r2net import R2Net, active_contour_loss, acwe_energy, minmax_normalise, r2net_cost
-from .base import Method
-from .registry import register_method
+from ...networks.r2net import R2Net, r2net_cost
+from .._polarity import polarity_rule
+from ..base import Method
+from ..registry import register_method
+from .losses import active_contour_loss, acwe_energy, minmax_normalise
 
-__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "matched_iterations"]
+__all__ = ["AcweConvNet", "AcweFinetune", "AcweJoint", "MinMaxFolder", "matched_iterations"]
 
 _CITATION = ("J. Chen and E. C. Frey, Medical Image Segmentation via Unsupervised Convolutional Neural Network, "
              "MIDL 2020 (short paper), arXiv:2001.10155")
@@ -54,7 +55,7 @@ _INTENSITY_AUG = ("gaussian_noise", "gaussian_blur", "brightness_multiplicative"
 
 
 class MinMaxFolder:
-    """A preprocessed folder whose images come min–max scaled (:func:`~._r2net.minmax_normalise`);
+    """A preprocessed folder whose images come min–max scaled (:func:`~.losses.minmax_normalise`);
     labels and everything else pass through."""
 
     def __init__(self, folder, patch_dims: int):
@@ -85,7 +86,7 @@ def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int 
     est = _cpu_step_estimate(ctx)
     if not hp.get("match_time_budget", True) or est is None:
         return None
-    from ..planning.calibration import LARGE_MAP_BYTES, load_step_time_model
+    from ...planning.calibration import LARGE_MAP_BYTES, load_step_time_model
 
     patch = ctx.patch_size
     macs, acts = r2net_cost(patch, in_channels, hp["filters"], hp["blocks"], hp["recurrences"])
@@ -221,7 +222,7 @@ class AcweConvNet(Method):
         overlapping windows: the same output without window seams, at a quarter of the cost in 2D.
         ``tta`` in the settings averages the logits over the mirrorings of the spatial axes.
         """
-        from ..training.inference import mirror_combinations
+        from ...training.inference import mirror_combinations
 
         x = torch.from_numpy(minmax_normalise(image, ctx.spatial_dims))
         nd = ctx.spatial_dims
@@ -268,7 +269,6 @@ class AcweFinetune(AcweConvNet):
         **AcweConvNet.hparams,
         "finetune_loss": "active_contour",  # or "dice_ce"
         "lambda_region": 1.0, "freeze_blocks": 1,
-        "finetune_fraction": 0.25,  # of the pre-training iterations (the paper: 801 after 8050)
         "paper_finetune_iterations": 801,
     }
 
@@ -281,11 +281,12 @@ class AcweFinetune(AcweConvNet):
             raise ValueError(f"finetune_loss must be 'active_contour' or 'dice_ce', got {self.hparams['finetune_loss']!r}")
 
     def finetune_iterations(self, ctx) -> int:
-        """``paper``: 801; time-matched: ``finetune_fraction`` of the pre-training; else ``ctx.iterations``."""
-        if ctx.preset == "paper":
-            return int(self.hparams["paper_finetune_iterations"])
-        n = matched_iterations(ctx, ctx.in_channels, self.hparams, self.train_context(ctx).batch_size)
-        return base_iterations(ctx) if n is None else max(1, int(round(n * float(self.hparams["finetune_fraction"]))))
+        """At least the iterations ``supervised`` runs in the same cell (:func:`base_iterations`), so
+        the fine-tuned row never sees its labels less often than the baseline it is compared with;
+        ``paper``: the larger of that and the code's 801. The pre-training is paid on top (the cost
+        table shows it: :meth:`estimate_cost_s`)."""
+        n = base_iterations(ctx)
+        return max(n, int(self.hparams["paper_finetune_iterations"])) if ctx.preset == "paper" else n
 
     def setup(self, ctx) -> None:
         net = self._build(ctx)
@@ -299,8 +300,10 @@ class AcweFinetune(AcweConvNet):
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
         """Pre-training (paid by the first budget's cell) plus fine-tuning."""
-        frac = 801 / 8050 if preset == "paper" else float(cls.hparams["finetune_fraction"])
-        return super().estimate_cost_s(plans, preset, config, budget) * (1.0 + frac)
+        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
+        n = float(cfg.get("num_iterations") or 0)
+        fine = max(n, cls.hparams["paper_finetune_iterations"]) if preset == "paper" else n
+        return super().estimate_cost_s(plans, preset, config, budget) + max(1.0, fine * float(cfg.get("step_time_estimate_s") or 0.0))
 
     def train(self, mode: bool = True) -> None:
         super().train(mode)
@@ -347,3 +350,60 @@ class AcweFinetune(AcweConvNet):
         if self.hparams["finetune_loss"] == "dice_ce":
             return {"loss": ctx.segmentation_loss(torch.cat([torch.zeros_like(z), z], dim=1), (target > 0).long())}
         return {"loss": active_contour_loss(torch.sigmoid(z), target, float(self.hparams["lambda_region"]))}
+
+
+@register_method
+class AcweJoint(AcweConvNet):
+    """ACWE-ConvNet's joint mode (the paper's mode 4): the unsupervised energy on every image of the
+    batch (labelled and unlabelled) plus ``lambda_label`` × the labelled loss on the labelled ones,
+    trained together from scratch for the iterations ``supervised`` runs in the same cell."""
+
+    name = "acwe_joint"
+    family = "semi-supervised"
+    citation = AcweFinetune.citation
+    needs_labels = True
+    uses_unlabelled = True
+    budgets = "labelled"
+    class_rule = None
+    hparams = {
+        **AcweConvNet.hparams,
+        "polarity": "identity",  # the labels fix which output phase is the foreground
+        "label_loss": "active_contour",  # or "dice_ce"
+        "lambda_region": 1.0, "lambda_label": 1.0,
+    }
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        if self.hparams["label_loss"] not in ("active_contour", "dice_ce"):
+            raise ValueError(f"label_loss must be 'active_contour' or 'dice_ce', got {self.hparams['label_loss']!r}")
+
+    def _rule(self, ctx) -> str:
+        return "identity"
+
+    def setup(self, ctx) -> None:
+        self.networks["network"] = self._build(ctx)
+        n = base_iterations(ctx)
+        _set_iterations(ctx, max(n, int(self.hparams["paper_iterations"])) if ctx.preset == "paper" else n)
+        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
+
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
+        n = float(cfg.get("num_iterations") or 0)
+        n = max(n, cls.hparams["paper_iterations"]) if preset == "paper" else n
+        return max(1.0, 2.0 * n * float(cfg.get("step_time_estimate_s") or 0.0))  # two batches per step
+
+    def training_step(self, labelled, unlabelled, ctx):
+        net = self.networks["network"]
+        xl, xu = labelled["data"], unlabelled["data"]
+        z = net(torch.cat([xl, xu]))
+        energy, c1, c2, area = acwe_energy(torch.sigmoid(z), torch.cat([xl, xu]), float(self.hparams["w_area"]))
+        net.track_phases(c1, c2, area)
+        zl = z[: xl.shape[0]]
+        target = (labelled["seg"] > 0).float()
+        if self.hparams["label_loss"] == "dice_ce":
+            sup = ctx.segmentation_loss(torch.cat([torch.zeros_like(zl), zl], dim=1), target.long())
+        else:
+            sup = active_contour_loss(torch.sigmoid(zl), target, float(self.hparams["lambda_region"]))
+        loss = energy + float(self.hparams["lambda_label"]) * sup
+        return {"loss": loss, "energy": energy.detach(), "label_loss": sup.detach(), "c1": c1, "c2": c2, "area": area}

@@ -1,0 +1,11 @@
+"""ACWE-ConvNet (Chen & Frey, MIDL 2020): ``acwe``, ``acwe_finetune`` and ``acwe_joint``.
+
+Importing the package registers the three methods (:mod:`.method`); the losses and the paper's
+input scaling are in :mod:`.losses`, the network in :mod:`medseg_bench.networks.r2net`.
+"""
+
+from .losses import active_contour_loss, acwe_energy, minmax_normalise
+from .method import AcweConvNet, AcweFinetune, AcweJoint, MinMaxFolder, matched_iterations
+
+__all__ = ["AcweConvNet", "AcweFinetune", "AcweJoint", "MinMaxFolder", "active_contour_loss", "acwe_energy",
+           "matched_iterations", "minmax_normalise"]
