@@ -340,3 +340,36 @@ def test_joint_mode_trains_energy_and_labels_together(tmp_path):
     m.fit(ctx)
     with pytest.raises(ValueError, match="label_loss"):
         cls(label_loss="l2")
+
+
+def test_unet_finetune_starts_from_the_acwe_pretrained_unet(tmp_path, monkeypatch):
+    from medseg_bench.methods.acwe.unet import patch_minmax
+
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    assert torch.allclose(patch_minmax(x)[0, 0], torch.tensor([[0, 0.25], [0.5, 1.0]])) and (patch_minmax(x)[1] == 0).all()
+    cls, ctx = _ctx("acwe_unet_finetune", tmp_path, budget_ids=2, iterations=2, workdir=Workdir(tmp_path / "work"))
+    m = cls()
+    m.setup(ctx)
+    assert ctx.iterations == 2  # supervised's count
+    loaded = {}
+    real = m.networks["network"].load_state_dict
+
+    def spy(state, *a, **k):
+        loaded.update({k2: v.clone() for k2, v in state.items()})
+        return real(state, *a, **k)
+
+    monkeypatch.setattr(m.networks["network"], "load_state_dict", spy)
+    real_loop = ctx.run_loop
+    start = {}
+
+    def loop(method, *a, **k):
+        start.update({k2: v.clone() for k2, v in method.networks["network"].state_dict().items()})
+        return real_loop(method, *a, **k)
+
+    monkeypatch.setattr(ctx, "run_loop", loop)
+    m.fit(ctx)
+    stage = list((tmp_path / "work" / "stages").rglob("checkpoint_final.pt"))
+    assert len(stage) == 1
+    pre = torch.load(stage[0], weights_only=False)["method"]["networks"]["network"]
+    assert loaded and all(torch.equal(start[k], pre[k]) for k in pre)  # stage B begins at stage A's weights
+    assert not all(torch.equal(v, m.networks["network"].state_dict()[k]) for k, v in pre.items())  # and trains on

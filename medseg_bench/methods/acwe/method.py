@@ -47,7 +47,7 @@ from ..base import Method
 from ..registry import register_method
 from .losses import active_contour_loss, acwe_energy, minmax_normalise
 
-__all__ = ["AcweConvNet", "AcweFinetune", "AcweJoint", "MinMaxFolder", "matched_iterations"]
+__all__ = ["AcweConvNet", "AcweFinetune", "AcweJoint", "MinMaxFolder", "cached_pretraining", "matched_iterations"]
 
 _CITATION = ("J. Chen and E. C. Frey, Medical Image Segmentation via Unsupervised Convolutional Neural Network, "
              "MIDL 2020 (short paper), arXiv:2001.10155")
@@ -118,6 +118,23 @@ def _locked(folder):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_pretraining(ctx, pre: Method, stage: str, ids: list[str]) -> tuple[dict, object]:
+    """Train ``pre`` (a label-free method, not yet set up) on the images ``ids`` in the stage folder
+    ``stage`` under ``ctx.stage_dir`` (or the run folder without a workdir), once: a later call, from
+    any budget's cell, loads the final checkpoint instead. Returns ``(network state, folder)``."""
+    try:
+        folder = ctx.stage_dir(stage)
+    except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
+        folder = ctx.run_dir / stage
+    with _locked(folder):
+        pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
+                                   run_dir=folder)
+        pre.setup(pctx)
+        pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
+                                         desc=f"{pre.name} pre-training")
+    return pre.networks["network"].state_dict(), folder
 
 
 @register_method
@@ -323,20 +340,9 @@ class AcweFinetune(AcweConvNet):
         """The pre-trained network's state: trained once on every training image (the budget's cases
         and the unlabelled pool together, labels unread) and cached; later calls load it."""
         ids = sorted(set(ctx.labelled_ids) | set(ctx.unlabelled_ids))
-        stage = f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}"
-        try:
-            folder = ctx.stage_dir(stage)
-        except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
-            folder = ctx.run_dir / stage
         pre = AcweConvNet(**{k: self.hparams[k] for k in AcweConvNet.hparams})
-        with _locked(folder):
-            pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
-                                       run_dir=folder)
-            pre.setup(pctx)
-            pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
-                                             desc="acwe pre-training")
-        self.stage_folder = folder
-        return pre.networks["network"].state_dict()
+        state, self.stage_folder = cached_pretraining(ctx, pre, f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}", ids)
+        return state
 
     def fit(self, ctx):
         net = self.networks["network"]
