@@ -373,3 +373,11 @@ def test_unet_finetune_starts_from_the_acwe_pretrained_unet(tmp_path, monkeypatc
     pre = torch.load(stage[0], weights_only=False)["method"]["networks"]["network"]
     assert loaded and all(torch.equal(start[k], pre[k]) for k in pre)  # stage B begins at stage A's weights
     assert not all(torch.equal(v, m.networks["network"].state_dict()[k]) for k, v in pre.items())  # and trains on
+
+
+def test_the_acwe_subpackage_registers_its_methods():
+    import medseg_bench.methods.acwe as pkg
+    from medseg_bench.methods import list_methods
+
+    assert hasattr(pkg, "__path__")  # a subpackage, found by methods/__init__'s module walk
+    assert {"acwe", "acwe_finetune", "acwe_joint", "acwe_unet_finetune"} <= set(list_methods())

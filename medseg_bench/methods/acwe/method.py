@@ -1,4 +1,4 @@
-"""ACWE-ConvNet: a ConvNet trained with the Chan–Vese energy, without labels (+ a fine-tuned variant).
+"""ACWE-ConvNet: a ConvNet trained with the Chan–Vese energy, without labels (+ fine-tuned and joint variants).
 
 J. Chen and E. C. Frey, "Medical Image Segmentation via Unsupervised Convolutional Neural Network",
 MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevised_Seg_via_CNN).
@@ -20,14 +20,56 @@ MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevis
   budget's labelled cases with the first block frozen and the active-contour loss of Xu Chen et al.
   (CVPR 2019; :func:`~.losses.active_contour_loss`), or Dice + CE (``finetune_loss="dice_ce"``).
 
-Schedules. ``paper`` preset: the code's 161 epochs × 50 batches of 20 (8050 iterations) and 801
-fine-tuning iterations. ``demo``/``quick``: the iterations that fit the time the plan gives the
-preset's U-Net (``num_iterations × step_time_estimate_s``), at this network's predicted step time
-(the plan's CPU step-time model on :func:`~medseg_bench.networks.r2net.r2net_cost`); fine-tuning gets
-``finetune_fraction`` of that. Training uses the plan's patches and batch size (the paper: whole
+* ``acwe_joint`` (:mod:`.joint`; semi-supervised, budgets >= 1): the paper's mode 4 — energy on every image of
+  the batch plus the labelled active-contour loss, trained together from scratch.
+* ``acwe_unet_finetune`` (:mod:`.unet`): the plan's U-Net pre-trained with the energy, then trained
+  exactly as ``supervised`` — the fair row (the R2Net is too small to match the U-Net with labels).
+
+Schedules. ``paper`` preset: the code's 161 epochs × 50 batches of 20 (8050 iterations); fine-tuning
+and joint training at least the code's 801 and at least ``supervised``'s count. ``demo``/``quick``:
+the unsupervised pre-training gets the iterations that fit the time the plan gives the preset's
+U-Net (``num_iterations × step_time_estimate_s``) at this network's predicted step time (the plan's
+CPU step-time model on :func:`~medseg_bench.networks.r2net.r2net_cost`); fine-tuning and joint
+training run exactly ``supervised``'s iteration count in the same cell (labels are seen as often as
+by the baseline), and the pre-training is paid on top (:meth:`AcweFinetune.estimate_cost_s`). Training uses the plan's patches and batch size (the paper: whole
 192×192 slices, batch 20) with the plan's spatial augmentation and mirroring only: intensity
 augmentation (gamma, inversion, ...) changes the very intensities the energy models.
 Configuration: ``2d`` (the paper's slices) when the preset has one; ``3d_fullres`` works too.
+
+Against the authors' code (Keras; ``losses.py``, ``nets.py``, ``train_v2.py``, ``fine_tune.py``),
+point by point — same unless marked *differs*:
+
+* Energy: region terms ``Σ p (I-c1)² + Σ (1-p)(I-c2)²`` plus ``areaWt · Σ p``, no length term,
+  phase means pooled over the whole batch, ``areaWt = 5e-4`` (``train_v2.py``; the class default
+  0.004 is not used). *Differs*: the code divides ``Σ p·I`` by ``count_nonzero(p)`` (the number of
+  non-zero pixels, not ``Σ p``); that is the phase mean only for binary ``p`` and biases ``c1`` low
+  for a soft map; we use the weighted mean ``Σ p·I / Σ p``, the exact minimiser of the region term
+  for fixed ``p``. We also divide by the pixel count (a logging scale; Adam is scale-invariant) and
+  drop the code's ``abs`` (the energy is non-negative).
+* Output and threshold: code 1×1 convolution (unit-norm kernel) → PReLU → clipped to [0, 1] in the
+  loss, prediction ``output > 0``; ours 1×1 convolution → sigmoid, prediction ``logit > 0``. Both
+  decide by the sign of the pre-activation (PReLU(z) > 0 ⇔ z > 0), so the threshold is the same;
+  *differs*: the soft map (sigmoid: no zero gradient outside [0, 1]; no unit-norm constraint).
+* Network: 3 blocks × (conv → BN → PReLU, then 3 recurrences conv(h) + x1 → BN → PReLU), 16 filters,
+  3×3, recurrent convolutions initialised from one he-normal kernel: same. *Differs*: PReLU slope
+  per channel (Keras: per pixel and channel, which fixes the input size to 192×192).
+* Normalisation: min–max to [0, 1] per 2D slice: same (per volume for a 3D configuration).
+* Patch vs whole slice: code whole 192×192 slices, batch 20; ours the plan's patches and batch
+  (batch 20 under ``paper``), whole slices at inference. *Differs* only in which pixels pool into
+  ``c1, c2`` (the network has no down-sampling: receptive field 25 pixels).
+* Schedule: Adam, lr 5e-4, constant, 161 epochs: same under ``paper``; time-matched otherwise.
+* Polarity: the code has none (its output phase is taken as bone); ours the label-free rule above.
+* Fine-tuning (mode 2/3): code freezes the first block's convolutions (its BN stays trainable),
+  loss = length + region against the mask (``λP = 1``), Adam 5e-4, 801 full-batch steps on 10 or 80
+  slices of one volume, evaluated on other slices of the same volume. Ours: first block frozen
+  including its BN statistics (*differs*), same loss, the budget's cases, ``supervised``'s
+  iterations, evaluated on the held-out test cases.
+* Joint mode (mode 4): not in the published code; ours ``E + lambda_label · L_label``, λ = 1, both
+  per pixel (the code's losses are both pixel sums, so the ratio is the same).
+
+None of the differences changes which partition the energy prefers; why ``acwe`` fails on
+``spect_bone`` (the energy's minimum there is the body, not the bone) is shown with figures in
+``methods/acwe/README.md``.
 """
 
 from __future__ import annotations
@@ -47,7 +89,7 @@ from ..base import Method
 from ..registry import register_method
 from .losses import active_contour_loss, acwe_energy, minmax_normalise
 
-__all__ = ["AcweConvNet", "AcweFinetune", "AcweJoint", "MinMaxFolder", "cached_pretraining", "matched_iterations"]
+__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "cached_pretraining", "matched_iterations"]
 
 _CITATION = ("J. Chen and E. C. Frey, Medical Image Segmentation via Unsupervised Convolutional Neural Network, "
              "MIDL 2020 (short paper), arXiv:2001.10155")
@@ -357,59 +399,3 @@ class AcweFinetune(AcweConvNet):
             return {"loss": ctx.segmentation_loss(torch.cat([torch.zeros_like(z), z], dim=1), (target > 0).long())}
         return {"loss": active_contour_loss(torch.sigmoid(z), target, float(self.hparams["lambda_region"]))}
 
-
-@register_method
-class AcweJoint(AcweConvNet):
-    """ACWE-ConvNet's joint mode (the paper's mode 4): the unsupervised energy on every image of the
-    batch (labelled and unlabelled) plus ``lambda_label`` × the labelled loss on the labelled ones,
-    trained together from scratch for the iterations ``supervised`` runs in the same cell."""
-
-    name = "acwe_joint"
-    family = "semi-supervised"
-    citation = AcweFinetune.citation
-    needs_labels = True
-    uses_unlabelled = True
-    budgets = "labelled"
-    class_rule = None
-    hparams = {
-        **AcweConvNet.hparams,
-        "polarity": "identity",  # the labels fix which output phase is the foreground
-        "label_loss": "active_contour",  # or "dice_ce"
-        "lambda_region": 1.0, "lambda_label": 1.0,
-    }
-
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        if self.hparams["label_loss"] not in ("active_contour", "dice_ce"):
-            raise ValueError(f"label_loss must be 'active_contour' or 'dice_ce', got {self.hparams['label_loss']!r}")
-
-    def _rule(self, ctx) -> str:
-        return "identity"
-
-    def setup(self, ctx) -> None:
-        self.networks["network"] = self._build(ctx)
-        n = base_iterations(ctx)
-        _set_iterations(ctx, max(n, int(self.hparams["paper_iterations"])) if ctx.preset == "paper" else n)
-        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
-
-    @classmethod
-    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
-        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
-        n = float(cfg.get("num_iterations") or 0)
-        n = max(n, cls.hparams["paper_iterations"]) if preset == "paper" else n
-        return max(1.0, 2.0 * n * float(cfg.get("step_time_estimate_s") or 0.0))  # two batches per step
-
-    def training_step(self, labelled, unlabelled, ctx):
-        net = self.networks["network"]
-        xl, xu = labelled["data"], unlabelled["data"]
-        z = net(torch.cat([xl, xu]))
-        energy, c1, c2, area = acwe_energy(torch.sigmoid(z), torch.cat([xl, xu]), float(self.hparams["w_area"]))
-        net.track_phases(c1, c2, area)
-        zl = z[: xl.shape[0]]
-        target = (labelled["seg"] > 0).float()
-        if self.hparams["label_loss"] == "dice_ce":
-            sup = ctx.segmentation_loss(torch.cat([torch.zeros_like(zl), zl], dim=1), target.long())
-        else:
-            sup = active_contour_loss(torch.sigmoid(zl), target, float(self.hparams["lambda_region"]))
-        loss = energy + float(self.hparams["lambda_label"]) * sup
-        return {"loss": loss, "energy": energy.detach(), "label_loss": sup.detach(), "c1": c1, "c2": c2, "area": area}
