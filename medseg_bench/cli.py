@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-json", dest="dataset_json", default=None,
                    help="the dataset's dataset.json (labels, instance flag; default: looked up beside ref_dir)")
     p.add_argument("--out", dest="out_dir", default=None, help="where metrics are written (default: pred_dir)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes (default 0 = this process, one numba thread per core; N > 1 = N processes x cores // N threads)")
 
     p = _sub(sub, "run", "medseg_bench.bench.cli:run_command", "run a benchmark grid (default: the built-in benchmark) and write its leaderboard")
     p.add_argument("--datasets", nargs="+", default=None,

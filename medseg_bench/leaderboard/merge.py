@@ -59,7 +59,7 @@ def rescore(pred_dir: Path, inst_dir: Path | None, raw: RawDataset, test_cases: 
             kwargs = {"instance_pred_dir": inst_dir,
                       "instance_ref_dir": _reference_dir(cases, Path(tmp) / "instances", "instance_file", raw.file_ending)}
         summary = evaluate_folder(pred_dir, ref, labels=raw.labels, file_ending=raw.file_ending,
-                                  default_spacing=raw.spacing, **kwargs)
+                                  default_spacing=raw.spacing, tolerance=raw.meta.get("nsd_tolerance"), **kwargs)
         write_summary(summary, Path(tmp) / "summary")
         return json.loads((Path(tmp) / "summary" / "summary.json").read_text())
 
