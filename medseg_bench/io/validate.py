@@ -220,8 +220,19 @@ def _check_contents(ds: RawDataset, problems: list[Problem]) -> None:
         problems.append(Problem(ds.path / "labelsTr", f"every training label ({len(train_fg)}) is all background (only value 0): nothing to learn"))
 
 
+
+def _check_nsd_tolerance(ds: RawDataset, problems: list[Problem]) -> None:
+    """``"nsd_tolerance"`` (optional): a finite number > 0 in spacing units (issue 23)."""
+    from medseg_bench.metrics.tolerance import validate_tolerance
+
+    if "nsd_tolerance" in ds.meta:
+        problem = validate_tolerance(ds.meta["nsd_tolerance"])
+        if problem:
+            problems.append(Problem(ds.json_path, problem))
+
+
 #: Dataset-level checks, run in order; each appends :class:`Problem` s. Add a check here.
-CHECKS = [_check_names, _orphans, _check_counts, _check_instances, _check_contents]
+CHECKS = [_check_names, _check_nsd_tolerance, _orphans, _check_counts, _check_instances, _check_contents]
 
 
 def check_dataset(path: str | os.PathLike) -> list[Problem]:
