@@ -217,6 +217,14 @@ def method_applies(method, plans: dict) -> bool:
     return bool(hook(plans)) if callable(hook) else True
 
 
+def in_demo_grid(method, dataset: str, preset: str, explicit_methods: bool) -> bool:
+    """Whether the default ``demo`` grid keeps ``method`` on ``dataset``: its ``demo_datasets``
+    (dataset-name prefixes, its paper's home data) when it declares them; any other preset, or a
+    method the user named, runs everywhere."""
+    homes = tuple(getattr(method, "demo_datasets", ()) or ())
+    return preset != "demo" or explicit_methods or not homes or dataset.startswith(homes)
+
+
 def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int | str) -> float:
     """Rough wall time of one cell in seconds, used only to order cells (longest first within a seed) and for ETA.
 
@@ -271,6 +279,8 @@ def expand_grid(
         plans = datasets[ds]
         for name in sorted(methods):
             method = methods[name]
+            if not in_demo_grid(method, ds, preset, explicit_methods):
+                continue
             config = resolve_configuration(method, plans, preset)
             fits = method_applies(method, plans)
             applicable = method_budgets(method, budgets, (n_labelled or {}).get(ds)) if config and fits else []

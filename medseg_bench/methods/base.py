@@ -60,6 +60,10 @@ class Method:
             comparison: a method that trains on labels runs at least the cell's iterations
             (``ctx.iterations``, what ``supervised`` runs) with the plan's labelled batch size; extra
             work is cost, never fewer labelled iterations.
+        demo_datasets: under the ``demo`` preset's default grid, the row runs only on datasets whose
+            name starts with one of these (its paper's home data), so the default ``run`` stays within
+            its 15-minute budget; empty: every dataset. ``quick``/``paper`` grids and methods named
+            with ``--methods`` run on every dataset they apply to.
     """
 
     name: ClassVar[str] = ""
@@ -76,6 +80,7 @@ class Method:
     shared_stages: ClassVar[tuple] = ()
     hparams: ClassVar[dict] = {}
     cost_factor: ClassVar[float] = 1.0
+    demo_datasets: ClassVar[tuple] = ()
 
     def __init__(self, **overrides):
         self.hparams = {**type(self).hparams, **overrides}

@@ -75,3 +75,22 @@ def test_expand_grid_and_estimates():
     assert warnings and "no requested budget" in warnings[0]
     with pytest.raises(ValueError):
         expand_grid(plans, METHODS, [0], [0], "nonsense")
+
+
+def test_demo_grid_runs_home_only_rows_on_their_home_datasets():
+    """``demo_datasets``: the default demo grid keeps the row on its home data only; quick/paper grids
+    and a method the user named run it everywhere."""
+    class Home(Sup):
+        name = "home"
+        demo_datasets = ("spect_bone",)
+
+    plans = {"spect_bone_small": PLANS_3D, "ct_hip_small": PLANS_3D}
+    quick = {"dims": 3, "configurations": PLANS_3D["configurations"],
+             "presets": {"quick": PLANS_3D["presets"]["demo"]}}
+    methods = {"home": Home, "sup": Sup}
+    demo = {(c.dataset, c.method) for c in expand_grid(plans, methods, [2], [0], "demo")}
+    assert demo == {("spect_bone_small", "home"), ("spect_bone_small", "sup"), ("ct_hip_small", "sup")}
+    named = {(c.dataset, c.method) for c in expand_grid(plans, methods, [2], [0], "demo", explicit_methods=True)}
+    assert ("ct_hip_small", "home") in named
+    everywhere = expand_grid({k: quick for k in plans}, methods, [2], [0], "quick")
+    assert {(c.dataset, c.method) for c in everywhere} >= {("ct_hip_small", "home")}

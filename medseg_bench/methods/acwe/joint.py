@@ -26,6 +26,7 @@ class AcweJoint(AcweConvNet):
     trained together from scratch for the iterations ``supervised`` runs in the same cell."""
 
     name = "acwe_joint"
+    demo_datasets = ("spect_bone",)  # the paper's setting; demo grid only (see Method)
     family = "semi-supervised"
     citation = AcweFinetune.citation
     needs_labels = True

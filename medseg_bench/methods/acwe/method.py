@@ -316,6 +316,7 @@ class AcweFinetune(AcweConvNet):
     modes 2/3): first block frozen, active-contour loss (Xu Chen et al., CVPR 2019)."""
 
     name = "acwe_finetune"
+    demo_datasets = ("spect_bone",)  # the paper's setting; demo grid only (see Method)
     family = "semi-supervised"
     citation = (_CITATION + "; fine-tuning loss: X. Chen, B. M. Williams, S. R. Vallabhaneni, G. Czanner, R. Williams, "
                 "Learning Active Contour Models for Medical Image Segmentation, CVPR 2019")

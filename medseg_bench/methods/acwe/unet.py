@@ -81,6 +81,7 @@ class AcweUNetFinetune(Supervised):
     ``supervised`` on the budget's labelled cases (stage B). See the module docstring."""
 
     name = "acwe_unet_finetune"
+    demo_datasets = ("spect_bone",)  # the paper's setting; demo grid only (see Method)
     family = "semi-supervised"
     citation = _CITATION + "; variant: the plan's U-Net (nnU-Net, Isensee et al. 2021) pre-trained with the ACWE energy"
     needs_labels = True
