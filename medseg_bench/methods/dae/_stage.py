@@ -6,8 +6,8 @@ head) gets ``x + coarse noise`` (:func:`~._noise.coarse_noise`) and is trained t
 ``x``; the loss is the mean squared error over the label-free foreground
 (:func:`~._noise.foreground_mask`). It sees every training image (the budget's cases and the
 unlabelled pool, labels never read) and is trained once per (dataset, preset, configuration, seed)
-under ``ctx.stage_dir``: ``dae_anomaly`` and every budget of ``dae_finetune`` load the same
-checkpoint.
+under ``ctx.stage_dir``: every budget of ``dae_finetune`` loads the same checkpoint
+(``dae_anomaly`` runs the same recipe as its own cell's loop, see :mod:`.anomaly`).
 
 Schedule: as many iterations as ``supervised`` runs in the cell (:func:`base_iterations`), the plan's
 patches, batch size and augmentation. Optimiser: AdamW, lr 1e-3, weight decay 1e-5, poly decay. The
@@ -29,7 +29,8 @@ import torch
 from ..base import Method
 from ._noise import coarse_noise, foreground_mask
 
-__all__ = ["DAE_HPARAMS", "DaePretrain", "base_iterations", "cached_stage", "pretrained_dae"]
+__all__ = ["DAE_HPARAMS", "DaePretrain", "base_iterations", "cached_stage", "dae_optimiser_settings", "pretrained_dae",
+           "stage_settings"]
 
 #: the DAE stage's own settings (prefixed ``dae_`` in the methods' hparams, so that ``dae_finetune``
 #: keeps ``supervised``'s optimiser for its fine-tuning)
@@ -101,12 +102,17 @@ class DaePretrain(Method):
         return {"loss": mse}
 
 
+def dae_optimiser_settings(hp: dict) -> dict:
+    """The engine settings (``optimizer``, ``lr``, ``weight_decay``, ``schedule``) of the DAE's ``dae_*`` hparams."""
+    return {"optimizer": hp["dae_optimizer"], "lr": float(hp["dae_lr"]), "weight_decay": float(hp["dae_weight_decay"]),
+            "schedule": hp["dae_schedule"]}
+
+
 def stage_settings(ctx, hp: dict) -> dict:
     """The stage's training settings: the cell's, with the DAE's optimiser and the cell's
     :func:`base_iterations`."""
     s = dict(ctx.settings)
-    s.update(optimizer=hp["dae_optimizer"], lr=float(hp["dae_lr"]), weight_decay=float(hp["dae_weight_decay"]),
-             schedule=hp["dae_schedule"], iterations=base_iterations(ctx))
+    s.update(dae_optimiser_settings(hp), iterations=base_iterations(ctx))
     return s
 
 

@@ -3,7 +3,12 @@
 A. Kascenas, N. Pugeault, A. Q. O'Neil, "Denoising Autoencoders for Unsupervised Anomaly Detection
 in Brain MRI", MIDL 2022 (PMLR 172:653-664); the pre-training of J. Holzschuh et al., MIDL 2023.
 
-Training is the cached DAE stage (:mod:`._stage`, shared with ``dae_finetune``). Inference on one
+Training: the DAE of :mod:`._stage` (:class:`~._stage.DaePretrain`: the same recipe, settings and
+iterations as ``dae_finetune``'s stage), run as this cell's own engine loop in its run folder —
+budget 0 is one cell per (dataset, preset, seed), and a loop of its own keeps the engine's
+checkpoint/resume contract (a cell that only loaded a shared stage would have nothing to resume).
+The price: the DAE is trained twice per (dataset, preset, seed), here and in ``dae_finetune``'s
+stage. Inference on one
 preprocessed image ``x``: the reconstruction ``DAE(x)`` over overlapping windows (no noise), the
 anomaly map ``a = median5(mean_c |x - DAE(x)|)`` (:func:`~._noise.anomaly_map`, per slice for a 2D
 network on a volume), and the label-free threshold rule **per-image Otsu in the body**: ``t`` is
@@ -18,10 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..base import Method
 from ..registry import register_method
 from ._noise import anomaly_map, foreground_mask, otsu_threshold
-from ._stage import DAE_HPARAMS, pretrained_dae
+from ._stage import DAE_HPARAMS, DaePretrain, dae_optimiser_settings
 
 __all__ = ["DaeAnomaly", "threshold_anomaly_map"]
 
@@ -46,7 +50,7 @@ def threshold_anomaly_map(amap: np.ndarray, body: np.ndarray) -> tuple[np.ndarra
 
 
 @register_method
-class DaeAnomaly(Method):
+class DaeAnomaly(DaePretrain):
     """Denoising auto-encoder anomaly map, thresholded by per-image Otsu in the body (module docstring)."""
 
     name = "dae_anomaly"
@@ -56,23 +60,15 @@ class DaeAnomaly(Method):
     needs_labels = False
     uses_unlabelled = True
     budgets = "zero_only"
-    shared_stages = ("dae-",)
     class_rule = ("label-free: per-image Otsu threshold of the median-filtered DAE reconstruction error inside the "
                   "body mask; above it is foreground")
-    hparams = {**DAE_HPARAMS, "median_kernel": 5}
+    hparams = {**DAE_HPARAMS, **dae_optimiser_settings(DAE_HPARAMS), "median_kernel": 5}
 
     def setup(self, ctx) -> None:
         if ctx.num_classes != 2:
             raise ValueError(f"{self.name} gives one anomaly class; dataset {ctx.dataset!r} has "
                              f"{ctx.num_classes - 1} foreground classes")
-        self.networks["network"] = ctx.build_network(out_channels=ctx.in_channels)
-        self.optimizer, self.scheduler = None, None
-
-    def fit(self, ctx):
-        state, summary = pretrained_dae(ctx, self.hparams)
-        self.networks["network"].load_state_dict(state)
-        self.train(False)
-        return summary
+        super().setup(ctx)
 
     @torch.inference_mode()
     def predict_probabilities(self, image: np.ndarray, ctx) -> np.ndarray:
