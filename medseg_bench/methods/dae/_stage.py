@@ -24,8 +24,6 @@ import hashlib
 import json
 from contextlib import contextmanager
 
-import torch
-
 from ..base import Method
 from ._noise import coarse_noise, foreground_mask
 
