@@ -85,7 +85,7 @@ class BoardRow:
     class_rule: str | None
     submitted: bool = False
     cells: dict = field(default_factory=dict)  # budget -> BoardCell
-    cost: dict = field(default_factory=dict)  # train_time_s, parameters, peak_memory_mb
+    cost: dict = field(default_factory=dict)  # train_time_s, iterations, labelled_iterations, parameters, peak_memory_mb
     mean_rank: float | None = None
 
 
@@ -127,6 +127,26 @@ class Board:
     def machines(self) -> list[dict]:
         """:func:`machines_of` this board's finished runs (for reading its cost columns)."""
         return machines_of(self.done_records())
+
+    def plan_hashes(self) -> dict[str, int]:
+        """``{plan hash: finished runs}`` over this board's records (``"unknown"`` when a record has
+        none), most runs first. More than one entry = runs made under different plans (schedules,
+        patch sizes, networks) are mixed on this board."""
+        counts: dict[str, int] = {}
+        for rec in self.done_records():
+            h = str((rec.get("provenance") or {}).get("plan_hash") or "unknown")
+            counts[h] = counts.get(h, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def plan_rows(self) -> dict[str, list[str]]:
+        """``{plan hash: ["method b=budget", ...]}``: which cells ran under which plan (seeds pooled)."""
+        out: dict[str, set] = {}
+        for row in self.rows:
+            for budget, cell in row.cells.items():
+                for rec in cell.done.values():
+                    h = str((rec.get("provenance") or {}).get("plan_hash") or "unknown")
+                    out.setdefault(h, set()).add(f"{row.label} b={budget}")
+        return {h: sorted(v) for h, v in out.items()}
 
 
 def machines_of(records: list[dict]) -> list[dict]:
@@ -218,15 +238,20 @@ def _finish_cell(cell: BoardCell, metrics: list) -> None:
 
 
 def _cost(row: BoardRow) -> dict:
-    times, params, mem = [], [], []
+    """Mean train time, iterations and labelled iterations (steps on a labelled batch; records made
+    before it was recorded have none) over the row's finished runs; largest parameter count and peak memory."""
+    times, its, lab, params, mem = [], [], [], [], []
     for cell in row.cells.values():
         for rec in cell.done.values():
             p = rec.get("provenance") or {}
             times.append(_num(p.get("train_time_s", p.get("wall_time_s"))))
+            its.append(_num(p.get("iterations")))
+            lab.append(_num(p.get("labelled_iterations")))
             params.append(_num(p.get("parameters")))
             mem.append(_num(p.get("peak_memory_mb")))
     finite = lambda xs: [x for x in xs if not math.isnan(x)]  # noqa: E731
-    return {"train_time_s": float(np.mean(finite(times))) if finite(times) else math.nan,
+    mean = lambda xs: float(np.mean(finite(xs))) if finite(xs) else math.nan  # noqa: E731
+    return {"train_time_s": mean(times), "iterations": mean(its), "labelled_iterations": mean(lab),
             "parameters": max(finite(params)) if finite(params) else math.nan,
             "peak_memory_mb": max(finite(mem)) if finite(mem) else math.nan}
 

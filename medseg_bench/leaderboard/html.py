@@ -27,6 +27,7 @@ from .tables import (
     fmt,
     incomplete_text,
     metric_digits,
+    mixed_plans_text,
     overall_ranking,
 )
 
@@ -83,7 +84,7 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
         c = r.cost
         cost.append({"label": r.label, "family": r.family, "oracle": r.oracle, "configuration": r.configuration,
                      **{k: None if math.isnan(c[k]) else round(float(c[k]), 1) for k in
-                        ("train_time_s", "parameters", "peak_memory_mb")}})
+                        ("train_time_s", "iterations", "labelled_iterations", "parameters", "peak_memory_mb")}})
     machines = board.machines()
     return {"id": f"{board.dataset}__{board.preset}", "dataset": board.dataset, "preset": board.preset,
             "demo": board.demo, "budgets": [str(b) for b in board.budgets], "metrics": metrics, "rows": out_rows,
@@ -104,6 +105,7 @@ def render_html(boards: list[Board], plots: dict[tuple, Path] | None = None) -> 
         "demo": any(b.demo for b in boards),
         "demo_text": DEMO_BANNER.lstrip("> ").replace("**", "").replace("`", ""),
         "incomplete_text": incomplete_text(boards).replace("**", "").replace("`", ""),
+        "mixed_plans_text": mixed_plans_text(boards).replace("**", "").replace("`", ""),
         "families": sorted({r.family for b in boards for r in b.rows}),
         "budgets": budgets,
         "boards": [_board_json(b, plots.get((b.dataset, b.preset))) for b in boards],

@@ -61,6 +61,8 @@ class RunContext:
         folder: the preprocessed folder (:class:`~medseg_bench.data.PreprocessedFolder`) or None.
         labelled_ids / unlabelled_ids: the budget's labelled cases / the unlabelled pool.
         iteration: the current iteration (0-based) while training.
+        loops: the summaries of the engine loops run so far (iterations, labelled iterations, loss
+            curve and convergence check; see :func:`medseg_bench.training.loop.run_loop`).
     """
 
     settings: dict
@@ -79,6 +81,7 @@ class RunContext:
     progress: bool = True
     deterministic: bool = True
     iteration: int = 0
+    loops: list = field(default_factory=list)
     _loss: object = field(default=None, repr=False)
     _scaler: object = field(default=None, repr=False)
 

@@ -158,3 +158,24 @@ def test_histology_board_in_micrometres_with_one_nsd_tau(tmp_path):
     assert {(r["distance_unit"], r["nsd_tau"], r["nsd_tau_display"]) for r in rows} == {("µm", "0.001", "1 µm")}
     ct = build_boards([record("ct", "a", 2, 0, [0.8], spacing=(3.0, 0.8, 0.8), tau=1.6)])[0]
     assert (ct.distance_unit, ct.distance_factor, ct.nsd_tau_text) == ("mm", 1.0, "1.6 mm")
+
+
+def test_runs_under_different_plans_are_flagged_not_silently_mixed(tmp_path):
+    """Records made under another plan (plan hash differs) are kept but every page says so; the cost
+    table shows iterations and labelled iterations."""
+    recs = [record("ds", "supervised", 2, s, [0.5, 0.6], family="supervised") for s in (0, 1)]
+    recs += [record("ds", "mean_teacher", 2, s, [0.5, 0.7]) for s in (0, 1)]
+    for r in recs:
+        r["provenance"].update(plan_hash="aaaa", iterations=100, labelled_iterations=100)
+    build_leaderboard(recs, tmp_path / "same", plots=False, html=False)
+    assert "Mixed plans" not in (tmp_path / "same" / "README.md").read_text()
+    table = (tmp_path / "same" / "ds.md").read_text()
+    assert "| mean_teacher | 2d | 10.5 | 100 | 100 |" in table
+    recs[3]["provenance"]["plan_hash"] = "bbbb"
+    build_leaderboard(recs, tmp_path / "mixed", plots=True, html=True)
+    readme, table = (tmp_path / "mixed" / "README.md").read_text(), (tmp_path / "mixed" / "ds.md").read_text()
+    assert "Mixed plans" in readme and "`aaaa` (3 runs), `bbbb` (1 runs)" in readme
+    assert "- plan `bbbb`: mean_teacher b=2" in table
+    assert "Mixed plans" in (tmp_path / "mixed" / "index.html").read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "mixed" / "ds.csv").read_text())))
+    assert {r["method"]: r["plan_hashes"] for r in rows} == {"mean_teacher": "aaaa bbbb", "supervised": "aaaa"}
