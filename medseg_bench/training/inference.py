@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["mirror_combinations", "sliding_window_probabilities"]
+__all__ = ["mirror_combinations", "sliding_window_outputs", "sliding_window_probabilities"]
 
 #: slices per sliding-window call for the 2d configuration of a volume (bounds memory)
 SLICE_CHUNK = 32
@@ -55,7 +55,25 @@ def sliding_window_probabilities(
     sw_batch_size: int = 4,
     autocast=None,
 ) -> np.ndarray:
-    """Class probabilities ``(K, *spatial)`` float32 for one image ``(C, *spatial)``.
+    """Class probabilities ``(K, *spatial)`` float32 for one image ``(C, *spatial)``: the softmax of
+    :func:`sliding_window_outputs` (same arguments)."""
+    logits = sliding_window_outputs(predictor, image, patch_size, device, overlap, mirror_axes, sw_batch_size, autocast)
+    return torch.softmax(torch.from_numpy(logits), dim=0).numpy().astype(np.float32)
+
+
+def sliding_window_outputs(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    patch_size,
+    device: torch.device | str = "cpu",
+    overlap: float = 0.5,
+    mirror_axes=None,
+    sw_batch_size: int = 4,
+    autocast=None,
+) -> np.ndarray:
+    """The predictor's raw outputs ``(K, *spatial)`` float32 for one image ``(C, *spatial)``,
+    Gaussian-weighted over overlapping windows (and averaged over mirrorings): logits, or e.g. the
+    reconstruction of an auto-encoder.
 
     Args:
         predictor: maps a batch ``(B, C, *patch)`` to logits ``(B, K, *patch)`` (eval mode).
@@ -83,4 +101,4 @@ def sliding_window_probabilities(
         logits = torch.cat(chunks).permute(1, 0, *range(2, image.ndim))  # (K, Z, Y, X)
     else:
         raise ValueError(f"patch size {list(patch_size)} does not fit an image of shape {image.shape}")
-    return torch.softmax(logits.float(), dim=0).cpu().numpy().astype(np.float32)
+    return logits.float().cpu().numpy().astype(np.float32)

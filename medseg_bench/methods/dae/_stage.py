@@ -1,0 +1,128 @@
+"""The budget-independent DAE stage: the plan's U-Net trained as a denoising auto-encoder, cached.
+
+Stage A of Holzschuh et al. (MIDL 2023), with the DAE of Kascenas et al. (MIDL 2022): the plan's
+U-Net (:meth:`RunContext.build_network` with ``out_channels = in_channels``, a reconstruction
+head) gets ``x + coarse noise`` (:func:`~._noise.coarse_noise`) and is trained to give back the clean
+``x``; the loss is the mean squared error over the label-free foreground
+(:func:`~._noise.foreground_mask`). It sees every training image (the budget's cases and the
+unlabelled pool, labels never read) and is trained once per (dataset, preset, configuration, seed)
+under ``ctx.stage_dir``: every budget of ``dae_finetune`` loads the same checkpoint
+(``dae_anomaly`` runs the same recipe as its own cell's loop, see :mod:`.anomaly`).
+
+Schedule: as many iterations as ``supervised`` runs in the cell (:func:`base_iterations`), the plan's
+patches, batch size and augmentation. Optimiser: AdamW, lr 1e-3, weight decay 1e-5, poly decay. The
+DAE code uses Adam (AMSGrad) at lr 1e-4 for thousands of epochs; our CPU presets run a few hundred
+iterations, where lr 1e-4 leaves the reconstruction close to the identity of the noisy input, so the
+rate is ten times higher (the ``paper`` preset keeps the same rule; override ``dae_lr`` to change it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+from contextlib import contextmanager
+
+from ..base import Method
+from ._noise import coarse_noise, foreground_mask
+
+__all__ = ["DAE_HPARAMS", "DaePretrain", "base_iterations", "cached_stage", "dae_optimiser_settings", "pretrained_dae",
+           "stage_settings"]
+
+#: the DAE stage's own settings (prefixed ``dae_`` in the methods' hparams, so that ``dae_finetune``
+#: keeps ``supervised``'s optimiser for its fine-tuning)
+DAE_HPARAMS: dict = {"dae_optimizer": "adamw", "dae_lr": 1e-3, "dae_weight_decay": 1e-5, "dae_schedule": "poly",
+                     "dae_sigma": 0.2, "dae_resolution": 16}
+
+
+def base_iterations(ctx) -> int:
+    """The U-Net iteration count of the cell (the preset's, or ``--iterations``), kept as
+    ``settings["plan_iterations"]`` by a method that changed ``settings["iterations"]`` (the same
+    rule as the ACWE methods; the lead may dedupe the two into one helper)."""
+    return int(ctx.settings.get("plan_iterations", ctx.iterations))
+
+
+@contextmanager
+def _locked(folder):
+    """Exclusive lock on ``folder/.lock`` (two cells computing one stage wait for each other)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_stage(ctx, pre: Method, stage: str, ids: list[str], settings: dict | None = None) -> tuple[dict, dict]:
+    """Train the label-free method ``pre`` (not yet set up) on the images ``ids`` in the folder
+    ``ctx.stage_dir(stage)`` (the run folder for a context without a workdir), once; a later call
+    from any cell loads its final checkpoint. ``settings`` replaces the context's for the stage.
+
+    Returns ``(state dict of pre's "network", loop summary)``; the summary's ``train_time_s`` is the
+    stage's own training time, the same whether it was trained now or loaded.
+    (The same pattern as ``cached_pretraining`` of the ACWE methods.)"""
+    try:
+        folder = ctx.stage_dir(stage)
+    except RuntimeError:
+        folder = ctx.run_dir / stage
+    with _locked(folder):
+        pctx = dataclasses.replace(ctx, settings=dict(settings or ctx.settings), labelled_ids=[],
+                                   unlabelled_ids=list(ids), run_dir=folder)
+        pre.setup(pctx)
+        summary = pctx.run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=list(ids),
+                                desc=f"{pre.name} stage")
+    return pre.networks["network"].state_dict(), summary
+
+
+class DaePretrain(Method):
+    """The denoising auto-encoder stage (module docstring); not registered (used by the DAE methods)."""
+
+    name = "dae_pretrain"
+    family = "unsupervised"
+    needs_labels = False
+    uses_unlabelled = True
+    budgets = "zero_only"
+
+    def setup(self, ctx) -> None:
+        self.networks["network"] = ctx.build_network(out_channels=ctx.in_channels)
+        self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
+
+    def training_step(self, labelled, unlabelled, ctx):
+        x = unlabelled["data"]
+        mask = foreground_mask(x)
+        noise = coarse_noise(x, float(self.hparams.get("dae_sigma", 0.2)), int(self.hparams.get("dae_resolution", 16)),
+                             mask=mask)
+        rec = self.networks["network"](x + noise).float()
+        m = mask.to(rec.dtype).expand_as(rec)
+        mse = ((rec - x) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+        return {"loss": mse}
+
+
+def dae_optimiser_settings(hp: dict) -> dict:
+    """The engine settings (``optimizer``, ``lr``, ``weight_decay``, ``schedule``) of the DAE's ``dae_*`` hparams."""
+    return {"optimizer": hp["dae_optimizer"], "lr": float(hp["dae_lr"]), "weight_decay": float(hp["dae_weight_decay"]),
+            "schedule": hp["dae_schedule"]}
+
+
+def stage_settings(ctx, hp: dict) -> dict:
+    """The stage's training settings: the cell's, with the DAE's optimiser and the cell's
+    :func:`base_iterations`."""
+    s = dict(ctx.settings)
+    s.update(dae_optimiser_settings(hp), iterations=base_iterations(ctx))
+    return s
+
+
+def pretrained_dae(ctx, hp: dict) -> tuple[dict, dict]:
+    """The DAE trained on every training image of the cell (labelled ∪ unlabelled ids, labels unread),
+    cached under the stage ``dae-<configuration>-<key>``; ``key`` hashes what changes the result (DAE
+    hparams, settings, ids, dataset hash). Returns ``(state dict, stage loop summary)``."""
+    ids = sorted(set(ctx.labelled_ids) | set(ctx.unlabelled_ids))
+    settings = stage_settings(ctx, hp)
+    dae_hp = {k: hp[k] for k in DAE_HPARAMS}
+    blob = {"hparams": dae_hp, "ids": ids, "dataset_hash": ctx.plans.get("dataset_hash"),
+            "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "network",
+                                                      "iterations", "optimizer", "lr", "weight_decay", "schedule")}}
+    key = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return cached_stage(ctx, DaePretrain(**dae_hp), f"dae-{ctx.configuration}-{key}", ids, settings)
