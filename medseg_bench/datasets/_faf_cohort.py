@@ -29,7 +29,7 @@ Sources for the ranges (each a documented choice, not a fit to one data set):
 * **Image quality**: media opacity (cataract) hazes and blurs a minority of images; eccentric
   fixation moves the fovea off centre.
 
-About one case in six is a hard case by construction (low lesion contrast through the device and
+About 36 % of the cases are hard by construction (low lesion contrast through the device and
 media opacity, or very small lesions, or heavy confounders); :func:`sample_profile` flags it.
 Lengths here are in mm on the retina; the simulator converts them with its pixel size.
 """

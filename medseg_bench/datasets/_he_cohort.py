@@ -26,8 +26,8 @@ Sources for the ranges (documented choices, not fits):
   of scanner autofocus (e.g. Campanella et al., "Towards machine learned quality control: a benchmark
   for sharpness quantification in digital pathology", Comput Med Imaging Graph 65:142, 2018).
 
-About one tile in six is hard by construction (out of focus, faded, or dense lymphoid / poorly
-differentiated crowding with overlapping nuclei); :func:`sample_profile` flags it.
+About 28 % of tiles are hard by construction: out of focus, faded, or dense lymphoid / poorly
+differentiated crowding with overlapping nuclei, drawn independently; :func:`sample_profile` flags it.
 """
 
 from __future__ import annotations
