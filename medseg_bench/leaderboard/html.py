@@ -23,6 +23,7 @@ from .tables import (
     _ordered,
     _runs_done,
     _seeds_note,
+    _units,
     fmt,
     incomplete_text,
     metric_digits,
@@ -43,6 +44,8 @@ def _cell_json(cell, metric: str, best: bool, d: int) -> dict:
     status = cell.status
     if status in ("failed", "missing"):
         return {"text": status, "value": None, "status": status}
+    if metric == "nsd" and cell.nsd_other_tau:  # legacy global tau (issue 23): not shown
+        return {"text": "old τ", "value": None, "status": status}
     mean = cell.mean.get(metric, math.nan)
     std = cell.std.get(metric, math.nan)
     text = fmt(mean, d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
@@ -61,7 +64,7 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
     bests = {}
     for m in board.metrics:
         arrow = "↑" if HIGHER_IS_BETTER.get(m, True) else "↓"
-        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}"})
+        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}{_units(board, m)}"})
         bests[m] = _best(board, [r for r in rows if not r.oracle], m)  # oracle rows are never "best"
     digits = {m: metric_digits(board, m) for m in board.metrics}
     out_rows = []

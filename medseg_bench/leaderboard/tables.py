@@ -16,8 +16,8 @@ from .stats import ALPHA
 __all__ = ["METRIC_TITLES", "board_csv", "board_markdown", "fmt", "mixed_plans_text", "overall_ranking",
            "readme_markdown"]
 
-METRIC_TITLES = {"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "aji": "AJI", "pq": "PQ"}
-_DIGITS = {"dice": 3, "aji": 3, "pq": 3, "hd95": 2, "assd": 2}
+METRIC_TITLES = {"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "nsd": "NSD", "aji": "AJI", "pq": "PQ"}
+_DIGITS = {"dice": 3, "aji": 3, "pq": 3, "hd95": 2, "assd": 2, "nsd": 3}
 DEMO_BANNER = ("> **Demo leaderboard.** Preset `demo`: smoke-level training schedules on small simulated data, "
                "one seed. It shows that the pipeline works end to end; its numbers are not benchmark results.")
 
@@ -36,7 +36,15 @@ def _esc(text: str) -> str:
 
 
 def _units(board: Board, metric: str) -> str:
-    return " (spacing units)" if metric in ("hd95", "assd") else ""
+    """Header suffix: the distance unit (µm on histology, mm otherwise), or NSD's tau (issue 23)."""
+    if metric in ("hd95", "assd"):
+        return f" ({board.distance_unit})"
+    if metric == "nsd":
+        legacy = (f"; `old τ` = {board.nsd_legacy} run(s) scored with the legacy global τ = 2 spacing units, "
+                  "not shown until re-run" if board.nsd_legacy else "")
+        tau = f"τ = {board.nsd_tau_text}" if board.nsd_tau is not None else "no run with a per-dataset τ yet"
+        return f" ({tau}{legacy})"
+    return ""
 
 
 def _seeds_note(cell: BoardCell) -> str:
@@ -50,8 +58,8 @@ def _seeds_note(cell: BoardCell) -> str:
 
 
 def metric_digits(board: Board, metric: str) -> int:
-    """Decimals shown for ``metric`` on ``board``: :data:`_DIGITS`, except that surface distances (in spacing
-    units, which span orders of magnitude: mm on CT, 0.0005 mm pixels on histology) get at least three
+    """Decimals shown for ``metric`` on ``board``: :data:`_DIGITS`, except that surface distances (in the
+    board's unit, which still span orders of magnitude across datasets) get at least three
     significant figures of the board's median finite value, so small distances never print as ``0.00``."""
     base = _DIGITS.get(metric, 3)
     if metric not in ("hd95", "assd"):
@@ -71,6 +79,8 @@ def cell_text(cell: BoardCell | None, metric: str, best: bool, digits: int | Non
     status = cell.status
     if status in ("failed", "missing"):
         return status
+    if metric == "nsd" and cell.nsd_other_tau:
+        return "old τ"  # scored with the legacy global tau (issue 23): not comparable, not shown
     d = _DIGITS.get(metric, 3) if digits is None else digits
     std = cell.std.get(metric, math.nan)
     text = fmt(cell.mean.get(metric), d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
@@ -217,7 +227,8 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
 
 
 CSV_COLUMNS_BASE = ["dataset", "preset", "method", "configuration", "family", "oracle", "submitted", "budget",
-                    "status", "seeds_expected", "seeds_done", "seeds_failed", "seeds_missing", "rank", "reference"]
+                    "status", "seeds_expected", "seeds_done", "seeds_failed", "seeds_missing", "rank", "reference",
+                    "distance_unit", "nsd_tau", "nsd_tau_display"]
 
 
 def board_csv_rows(board: Board) -> list[dict]:
@@ -233,7 +244,9 @@ def board_csv_rows(board: Board) -> list[dict]:
                    "submitted": int(r.submitted), "budget": b, "status": c.status,
                    "seeds_expected": len(c.expected), "seeds_done": len(c.done), "seeds_failed": len(c.failed),
                    "seeds_missing": len(c.missing), "rank": "" if c.rank is None else c.rank,
-                   "reference": c.reference or ""}
+                   "reference": c.reference or "", "distance_unit": board.distance_unit,
+                   "nsd_tau": "" if board.nsd_tau is None else f"{board.nsd_tau:.6g}",
+                   "nsd_tau_display": board.nsd_tau_text}
             for m in board.metrics:
                 d = digits[m]
                 lo, hi = c.ci.get(m, (math.nan, math.nan))

@@ -91,6 +91,12 @@ class Method:
                 "uses_unlabelled": cls.uses_unlabelled, "oracle": cls.oracle, "class_rule": cls.class_rule}
 
     @classmethod
+    def applies_to(cls, plans: dict) -> bool:
+        """Whether the method can run on the dataset of ``plans`` (default True; e.g. a method
+        that needs RGB images says False for grey ones). Benchmark grids skip the others."""
+        return True
+
+    @classmethod
     def recommended_configuration(cls, plans: dict, preset: str) -> str | None:
         """Configuration (``"2d"``/``"3d_fullres"``) this method prefers; None: the preset's choice."""
         return None

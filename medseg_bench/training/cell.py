@@ -313,6 +313,7 @@ def _predict_and_evaluate(method, ctx, raw: RawDataset, test_ids: list[str], run
         kwargs = {"instance_pred_dir": pred_inst,
                   "instance_ref_dir": _reference_folder(cases, run_dir / "reference" / "instances", "instance_file")}
     evaluate_folder(pred, ref, labels=raw.labels, file_ending=raw.file_ending, out_dir=run_dir / "evaluation",
+                    tolerance=raw.meta.get("nsd_tolerance"),
                     default_spacing=raw.spacing, **kwargs)
     shutil.copyfile(run_dir / "evaluation" / "summary.json", run_dir / ".metrics.json.tmp")
     os.replace(run_dir / ".metrics.json.tmp", run_dir / "metrics.json")
