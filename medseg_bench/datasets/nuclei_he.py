@@ -34,12 +34,13 @@ from scipy import ndimage as ndi
 
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
+from ._he_cohort import sample_profile
 from ._texture2d import anisotropic_noise, size_row, smooth_noise, star_polygon_radius, warp_field
 from ._writing import SimulatedCase, write_simulated_cases
 
 __all__ = ["HAEMATOXYLIN", "EOSIN", "SIZES", "VERSION", "generate_nuclei_he", "simulate_he_tile"]
 
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 #: unit OD vectors (R, G, B) of haematoxylin and eosin (Ruifrok & Johnston 2001)
 HAEMATOXYLIN = np.array([0.650, 0.704, 0.286])
 EOSIN = np.array([0.072, 0.990, 0.105])
@@ -54,24 +55,27 @@ _KINDS = {
 }
 
 
-def _stains(rng):
-    """Per-image stain OD vectors (unit norm, positive) and strengths."""
+def _stains(rng, prof):
+    """Per-image stain OD vectors (unit norm, positive) and strengths, from the tile's lab profile."""
     def jitter(v):
-        w = np.clip(v + rng.normal(0, 0.05, 3), 0.01, None)
+        w = np.clip(v + rng.normal(0, prof["vector_sd"], 3), 0.01, None)
         return w / np.linalg.norm(w)
 
-    return jitter(HAEMATOXYLIN), jitter(EOSIN), rng.uniform(0.7, 1.3), rng.uniform(0.6, 1.3)
+    return jitter(HAEMATOXYLIN), jitter(EOSIN), prof["h_scale"], prof["e_scale"]
 
 
-def _nucleus(rng, kind, px_um, fibre_angle):
-    """Shape parameters of one nucleus (px)."""
+def _nucleus(rng, kind, px_um, fibre_angle, prof):
+    """Shape parameters of one nucleus (px); epithelial nuclei take the organ's size, elongation,
+    irregularity and chromatin factors (``prof``, see :mod:`._he_cohort`)."""
     k = _KINDS[kind]
-    a = rng.uniform(*k["a"]) / px_um
-    b = a * rng.uniform(*k["ratio"])
+    epi = kind == "epithelial"
+    a = rng.uniform(*k["a"]) * (prof["epi_size"] if epi else 1.0) / px_um
+    b = a * rng.uniform(*(prof["epi_ratio"] if epi else k["ratio"]))
     orient = fibre_angle + rng.normal(0, 0.25) if kind == "fibroblast" else rng.uniform(0, np.pi)
-    harm = rng.normal(0, k["irregular"], 4) / np.arange(1, 5)
+    harm = rng.normal(0, k["irregular"] * (prof["epi_irregular"] if epi else 1.0), 4) / np.arange(1, 5)
+    harm = harm * min(1.0, 0.6 / max(float(np.abs(harm).sum()), 1e-9))  # keep the radius positive
     return dict(kind=kind, a=a, b=b, orient=orient, harm=harm, phases=rng.uniform(0, 2 * np.pi, 4),
-                conc=rng.uniform(*k["conc"]))
+                conc=rng.uniform(*k["conc"]) * (prof["epi_conc"] if epi else 1.0))
 
 
 def _rho(shape_px, nuc, cy, cx):
@@ -87,7 +91,7 @@ def _rho(shape_px, nuc, cy, cx):
     return (slice(y0, y1), slice(x0, x1)), r / np.maximum(radius, 1e-3)
 
 
-def _place_nuclei(rng, shape, px_um, regions, fibre_angle):
+def _place_nuclei(rng, shape, px_um, regions, fibre_angle, prof):
     """Sample nuclei and rasterise them: returns (instance map int32, H-concentration field).
 
     ``regions`` maps a kind to (probability map over pixels, target count). A candidate is rejected
@@ -98,7 +102,7 @@ def _place_nuclei(rng, shape, px_um, regions, fibre_angle):
     chromatin = smooth_noise(rng, shape, 0.5 / px_um)
     granules = smooth_noise(rng, shape, 0.25 / px_um)
     areas = [0]
-    max_overlap = rng.uniform(0.05, 0.25)
+    max_overlap = prof["max_overlap"]
     plans = []
     for kind, (prob, count) in regions.items():
         if count <= 0 or prob.sum() <= 0:
@@ -113,7 +117,7 @@ def _place_nuclei(rng, shape, px_um, regions, fibre_angle):
             continue
         cy, cx = np.unravel_index(flat, shape)
         cy, cx = cy + rng.uniform(-0.5, 0.5), cx + rng.uniform(-0.5, 0.5)
-        nuc = _nucleus(rng, kind, px_um, fibre_angle)
+        nuc = _nucleus(rng, kind, px_um, fibre_angle, prof)
         box, rho = _rho(shape, nuc, cy, cx)
         if box is None:
             continue
@@ -191,11 +195,12 @@ def simulate_he_tile(rng: np.random.Generator, n: int, px_um: float) -> tuple[np
         ``(image uint8 (3, n, n), instances uint16 (n, n) with 0 = background, parameters dict)``.
     """
     shape = (n, n)
-    h_vec, e_vec, h_scale, e_scale = _stains(rng)
-    i0 = 255.0 * rng.uniform(0.92, 1.0, 3)
+    prof = sample_profile(rng)
+    h_vec, e_vec, h_scale, e_scale = _stains(rng, prof)
+    i0 = 255.0 * np.asarray(prof["illuminant"])
     fibre_angle = rng.uniform(0, np.pi)
-    lumen_frac = rng.choice([0.0, rng.uniform(0.03, 0.25)])
-    epi_frac = rng.uniform(0.15, 0.65)
+    lumen_frac = prof["lumen_frac"] if prof["lumen_frac"] >= 0.01 else 0.0
+    epi_frac = prof["epi_frac"]
     lumen_field = smooth_noise(rng, shape, 12.0 / px_um)
     lumen = lumen_field > np.quantile(lumen_field, 1.0 - lumen_frac) if lumen_frac > 0 else np.zeros(shape, bool)
     epi_field = smooth_noise(rng, shape, 10.0 / px_um)
@@ -213,16 +218,16 @@ def simulate_he_tile(rng: np.random.Generator, n: int, px_um: float) -> tuple[np
     px_area = n * n
     epi_nuc = np.pi * (5.5 / px_um) ** 2 * 0.75
     counts = {
-        "epithelial": int(epi.sum() * rng.uniform(0.35, 0.7) / epi_nuc),
-        "lymphocyte": int(px_area * rng.uniform(0.01, 0.08) / (np.pi * (3.0 / px_um) ** 2)),
-        "fibroblast": int((~epi & ~lumen).sum() * rng.uniform(0.02, 0.06) / (np.pi * 7 * 1.8 / px_um ** 2)),
+        "epithelial": int(epi.sum() * rng.uniform(0.35, 0.7) * prof["epi_count"] / (epi_nuc * prof["epi_size"] ** 2)),
+        "lymphocyte": int(px_area * rng.uniform(0.01, 0.08) * prof["lymph_count"] / (np.pi * (3.0 / px_um) ** 2)),
+        "fibroblast": int((~epi & ~lumen).sum() * rng.uniform(0.02, 0.06) * prof["fibro_count"] / (np.pi * 7 * 1.8 / px_um ** 2)),
     }
     stroma_p = (~epi & ~lumen).astype(np.float64)
     lymph_p = stroma_p * np.exp(1.5 * smooth_noise(rng, shape, 15.0 / px_um)) + 0.2 * epi
     regions = {"epithelial": (epi.astype(np.float64), counts["epithelial"]),
                "lymphocyte": (lymph_p, counts["lymphocyte"]),
                "fibroblast": (stroma_p, counts["fibroblast"])}
-    inst, h_nuc = _place_nuclei(rng, shape, px_um, regions, fibre_angle)
+    inst, h_nuc = _place_nuclei(rng, shape, px_um, regions, fibre_angle, prof)
     nuc_cover = np.clip(h_nuc / 0.5, 0, 1)
     od_h = h_bg + h_scale * h_nuc
     od_e = eosin * (1.0 - 0.7 * nuc_cover)
@@ -230,14 +235,16 @@ def simulate_he_tile(rng: np.random.Generator, n: int, px_um: float) -> tuple[np
     thickness = np.clip(1.0 + rng.uniform(0.1, 0.3) * smooth_noise(rng, shape, 25.0 / px_um), 0.4, 1.8)
     od = (od_h[..., None] * h_vec + od_e[..., None] * e_vec + _red_cells(rng, shape, px_um, stroma_p > 0)) * thickness[..., None]
     rgb = i0 * np.power(10.0, -od)
-    blur = rng.uniform(0.3, 0.8) / px_um
+    blur = prof["blur_um"] / px_um
     rgb = ndi.gaussian_filter(rgb, (blur, blur, 0))
+    rgb = 255.0 * np.clip(rgb / 255.0, 0, 1) ** prof["gamma"]  # scanner tone curve
     rgb += rng.normal(0, rng.uniform(1.0, 4.0), rgb.shape)
     image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
     params = {"h_vector": h_vec.round(4).tolist(), "e_vector": e_vec.round(4).tolist(),
               "h_scale": float(h_scale), "e_scale": float(e_scale), "blur_um": float(blur * px_um),
               "epithelium_fraction": float(epi.mean()), "lumen_fraction": float(lumen.mean()),
-              "nuclei": int(inst.max()), "nucleus_fraction": float((inst > 0).mean())}
+              "nuclei": int(inst.max()), "nucleus_fraction": float((inst > 0).mean()),
+              "organ": prof["organ"], "hard": prof["hard"], "gamma": prof["gamma"]}
     return np.moveaxis(image, -1, 0), inst.astype(np.uint16), params
 
 

@@ -31,12 +31,13 @@ from scipy import ndimage as ndi
 
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
-from ._texture2d import fractal_noise, polar_grid, size_row, smooth_noise, soft_mask
+from ._faf_cohort import drusen_field, peripapillary_atrophy, reticular_pseudodrusen, sample_profile
+from ._texture2d import anisotropic_noise, fractal_noise, polar_grid, size_row, smooth_noise, soft_mask
 from ._writing import SimulatedCase, write_simulated_cases
 
 __all__ = ["FIELD_WIDTH_MM", "SIZES", "VERSION", "generate_retina_ga", "simulate_faf"]
 
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 #: width of the simulated field of view (30-degree FAF frame), mm
 FIELD_WIDTH_MM = 8.8
 #: size -> (image side px, n_train, n_test, n_unlabelled)
@@ -123,36 +124,95 @@ def _vessel_profile(shape, lines):
 
 # -- lesions ----------------------------------------------------------------------------------------
 
-def _ga_mask(rng, n, fovea):
-    """Binary GA mask: 1-3 multi-lobed fractal-bordered lesions near the fovea plus satellites."""
+def _lobes(rng, shape, centre, area_px: float, spread: float) -> np.ndarray:
+    """Envelope in (0, 1] of one lesion: a union of 1-5 Gaussian lobes around ``centre`` whose 0.5
+    level set covers about ``area_px`` pixels (a lobe's 0.5 level has area 2.18 r^2)."""
+    m = int(rng.integers(1, 6))
+    r = np.sqrt(area_px / (2.18 * m ** 0.7))
+    env = np.zeros(shape, np.float32)
+    for _ in range(m):
+        by, bx = centre[0] + rng.normal(0, spread * r), centre[1] + rng.normal(0, spread * r)
+        d, _ = polar_grid(shape, (by, bx))
+        env = np.maximum(env, np.exp(-((d / (r * rng.uniform(0.75, 1.15))) ** 2)))
+    return env
+
+
+def _ga_mask(rng, n: int, fovea, prof: dict, px_per_mm: float) -> np.ndarray:
+    """Binary GA mask with the profile's total area, number of lesions and configuration (foveal,
+    foveal-sparing horseshoe, extrafoveal), fractal borders and, for multifocal eyes, satellites."""
     shape = (n, n)
     fy, fx = fovea
+    area = prof["ga_area_mm2"] * px_per_mm ** 2
+    k = prof["n_lesions"]
+    shares = rng.dirichlet(np.full(k, 1.0)) if k > 1 else np.ones(1)
+    shares = np.sort(shares)[::-1]
     env = np.zeros(shape, np.float32)
-    for _ in range(rng.choice([1, 1, 2, 3])):
-        rho, ang = n * rng.uniform(0.0, 0.12), rng.uniform(0, 2 * np.pi)
-        cy, cx = fy + rho * np.sin(ang), fx + rho * np.cos(ang)
-        for _ in range(rng.integers(2, 6)):
-            by, bx = cy + rng.normal(0, 0.06 * n), cx + rng.normal(0, 0.06 * n)
-            r = n * rng.uniform(0.045, 0.12)
-            d, _ = polar_grid(shape, (by, bx))
-            env = np.maximum(env, np.exp(-((d / r) ** 2)))
-    for _ in range(rng.integers(0, 7)):  # satellites
-        rho, ang = n * rng.uniform(0.1, 0.3), rng.uniform(0, 2 * np.pi)
-        d, _ = polar_grid(shape, (fy + rho * np.sin(ang), fx + rho * np.cos(ang)))
-        env = np.maximum(env, np.exp(-((d / (n * rng.uniform(0.01, 0.028))) ** 2)))
+    config = prof["configuration"]
+    r_spare = rng.uniform(0.35, 0.8) * px_per_mm
+    for i, share in enumerate(shares):
+        a = area * share
+        r_eq = np.sqrt(a / np.pi)
+        if config == "foveal_sparing" and i == 0:  # horseshoe around the spared fovea
+            r_mid = r_spare + 0.5 * max(a / (1.6 * np.pi * (r_spare + 1e-3) * 2), 1.0) + rng.uniform(0, 0.2) * px_per_mm
+            width = max(a / (1.6 * np.pi * r_mid), 1.5)
+            d, th = polar_grid(shape, fovea)
+            gap_dir, gap = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.9)
+            arc = np.clip(1.0 - np.abs(np.angle(np.exp(1j * (th - gap_dir)))) / (np.pi * (1 - gap / 2)), 0, 1)
+            env = np.maximum(env, (arc > 0.02) * np.exp(-(((d - r_mid) / (0.72 * width)) ** 2)))
+            continue
+        if config == "foveal" and i == 0:
+            rho = rng.uniform(0.0, 0.4) * r_eq
+        elif config == "extrafoveal":
+            rho = rng.uniform(0.8, 2.0) * px_per_mm + 0.6 * r_eq
+        else:
+            rho = rng.uniform(0.6, 2.4) * px_per_mm + 0.5 * r_eq
+        ang = rng.uniform(0, 2 * np.pi)
+        env = np.maximum(env, _lobes(rng, shape, (fy + rho * np.sin(ang), fx + rho * np.cos(ang)), a, 0.45))
+    if k > 1:
+        for _ in range(rng.integers(0, 7)):  # satellites of multifocal eyes
+            rho, ang = rng.uniform(0.8, 2.8) * px_per_mm, rng.uniform(0, 2 * np.pi)
+            d, _ = polar_grid(shape, (fy + rho * np.sin(ang), fx + rho * np.cos(ang)))
+            env = np.maximum(env, np.exp(-((d / (rng.uniform(0.06, 0.16) * px_per_mm)) ** 2)))
     rough = fractal_noise(rng, shape, 0.05 * n, octaves=4)
     mask = env * (1.0 + rng.uniform(0.25, 0.45) * rough) > 0.5
-    if rng.random() < 0.35:  # foveal sparing (never so much that no lesion is left)
+    if config == "foveal_sparing":
         d, _ = polar_grid(shape, fovea)
-        spared = mask & (d > n * rng.uniform(0.025, 0.05))
+        spared = mask & (d > r_spare)
         mask = spared if spared.any() else mask
+    if not mask.any():  # a lesion can fall outside the frame with eccentric fixation: keep one at the fovea
+        d, _ = polar_grid(shape, fovea)
+        mask = d < max(np.sqrt(area / np.pi), 2.0)
     return mask
+
+
+def _junctional(rng, label: np.ndarray, pattern: str, n: int, px_per_mm: float) -> np.ndarray:
+    """Relative increase of autofluorescence (>= 0) around and outside the lesion for a FAM-study
+    junctional-zone pattern (none, focal, banded, patchy, diffuse; Holz et al. 2007)."""
+    shape = label.shape
+    if pattern == "none":
+        return np.zeros(shape, np.float32)
+    scale = n / 256
+    band = ndi.binary_dilation(label, iterations=max(1, round(rng.uniform(2, 5) * scale))) & ~label
+    wide = ndi.binary_dilation(label, iterations=max(2, round(rng.uniform(8, 16) * scale))) & ~label
+    if pattern == "banded":
+        field = soft_mask(band, 0.8 * scale) * rng.uniform(0.2, 0.5)
+    elif pattern == "focal":
+        spots = (smooth_noise(rng, shape, 0.04 * px_per_mm + 0.5) > 1.6) & band
+        field = soft_mask(ndi.binary_dilation(spots, iterations=max(1, round(scale))), 0.8 * scale) * rng.uniform(0.3, 0.6)
+    elif pattern == "patchy":
+        patches = (smooth_noise(rng, shape, 0.12 * px_per_mm) > 0.4) & wide
+        field = soft_mask(patches, 1.2 * scale) * rng.uniform(0.2, 0.5)
+    else:  # diffuse: increased FAF over much of the macula, granular, plus a weak band
+        spread = np.clip(smooth_noise(rng, shape, 0.35 * px_per_mm) - 0.2, 0, None)
+        grain = np.clip(smooth_noise(rng, shape, 0.03 * px_per_mm + 0.5), 0, None)
+        field = rng.uniform(0.08, 0.25) * spread * (0.6 + 0.6 * grain) * ~label + 0.15 * soft_mask(band, 0.8 * scale)
+    return np.asarray(field, np.float32)
 
 
 # -- the image --------------------------------------------------------------------------------------
 
 def simulate_faf(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Simulate one FAF image.
+    """Simulate one FAF image of one eye of the cohort (:func:`._faf_cohort.sample_profile`).
 
     Args:
         rng: the case's random generator (all randomness comes from it).
@@ -162,23 +222,15 @@ def simulate_faf(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
         ``(image uint8 (n, n), ga_label uint8 (n, n) in {0, 1}, parameters dict)``.
     """
     shape = (n, n)
+    px_per_mm = n / FIELD_WIDTH_MM
+    prof = sample_profile(rng)
     right_eye = bool(rng.random() < 0.5)
-    fovea = (n * (0.5 + rng.normal(0, 0.03)), n * (0.5 + rng.normal(0, 0.03)))
+    off = (rng.normal(0, 0.03, 2) if not prof["eccentric_fixation"]
+           else rng.uniform(0.06, 0.15) * np.array([np.sin(t := rng.uniform(0, 2 * np.pi)), np.cos(t)]))
+    fovea = (n * (0.5 + off[0]), n * (0.5 + off[1]))
     side = 1.0 if right_eye else -1.0
     disc = (fovea[0] - n * rng.uniform(0.0, 0.05), fovea[1] + side * n * rng.uniform(0.38, 0.46))
-    p = {
-        "right_eye": right_eye,
-        "background": rng.uniform(0.5, 0.72),
-        "gradient": rng.uniform(0.0, 0.35),
-        "vignetting": rng.uniform(0.15, 0.5),
-        "macular_pigment": rng.uniform(0.2, 0.45),
-        "disc_level": rng.uniform(0.1, 0.3),
-        "vessel_contrast": rng.uniform(0.3, 0.55),
-        "lesion_level": rng.uniform(0.18, 0.55),
-        "rim": rng.uniform(0.05, 0.35),
-        "noise": rng.uniform(0.04, 0.1),
-        "blur_px": rng.uniform(0.4, 1.0) * n / 256,
-    }
+    p = {"right_eye": right_eye, **prof, "disc_level": rng.uniform(0.1, 0.3), "vessel_contrast": rng.uniform(0.3, 0.55)}
     yy, xx = np.meshgrid(np.arange(n, dtype=np.float32) / n, np.arange(n, dtype=np.float32) / n, indexing="ij")
     ang = rng.uniform(0, 2 * np.pi)
     illum = 1.0 + p["gradient"] * ((yy - 0.5) * np.sin(ang) + (xx - 0.5) * np.cos(ang))
@@ -193,23 +245,36 @@ def simulate_faf(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     disc_edge = disc_r * (1.0 + 0.08 * np.cos(2 * th_d + rng.uniform(0, np.pi)))
     disc_soft = soft_mask(r_d < disc_edge, 1.2 * n / 256)
     af *= 1.0 - (1.0 - p["disc_level"]) * disc_soft
+    if p["peripapillary_atrophy"]:
+        af *= 1.0 - (1.0 - rng.uniform(0.1, 0.4)) * peripapillary_atrophy(rng, shape, px_per_mm, disc, disc_r, fovea)
 
-    label = _ga_mask(rng, n, fovea)
-    lesion_soft = soft_mask(label, 0.7 * n / 256)
+    label = _ga_mask(rng, n, fovea, p, px_per_mm)
+    lesion_soft = soft_mask(label, p["edge_px"] * n / 256)
     lesion_tex = 1.0 + 0.3 * smooth_noise(rng, shape, 0.015 * n)
-    af *= 1.0 - (1.0 - np.clip(p["lesion_level"] * lesion_tex, 0.05, 0.9)) * lesion_soft
-    ring = ndi.binary_dilation(label, iterations=max(1, round(3 * n / 256))) & ~label
-    patchy = np.clip(0.6 + 0.6 * smooth_noise(rng, shape, 0.02 * n), 0, 1.5)
-    af *= 1.0 + p["rim"] * soft_mask(ring, 0.8 * n / 256) * patchy
+    if p["choroidal_vessels"]:  # large choroidal vessels showing through the atrophic RPE
+        tubes = anisotropic_noise(rng, shape, 0.6 * px_per_mm, 0.08 * px_per_mm, rng.uniform(0, np.pi))
+        lesion_tex = lesion_tex + rng.uniform(0.6, 1.4) * np.clip(tubes - 0.5, 0, None)
+    af *= 1.0 - (1.0 - np.clip(p["lesion_level"] * lesion_tex, 0.03, 0.9)) * lesion_soft
+    af *= 1.0 + _junctional(rng, label, p["junctional"], n, px_per_mm)
+    if p["pseudodrusen"]:
+        af *= 1.0 - reticular_pseudodrusen(rng, shape, px_per_mm, fovea) * (1.0 - lesion_soft)
+    if p["drusen"]:
+        af *= 1.0 + drusen_field(rng, shape, px_per_mm, fovea) * (1.0 - lesion_soft)
 
     vessels = _vessel_profile(shape, _vessel_polylines(rng, n, fovea, disc))
     af *= 1.0 - p["vessel_contrast"] * vessels
+    if p["eyelash_shadow"]:
+        edge = yy if rng.random() < 0.5 else 1.0 - yy
+        af *= 1.0 - rng.uniform(0.4, 0.8) * np.exp(-((edge / rng.uniform(0.08, 0.2)) ** 2)) * (1 + 0.3 * smooth_noise(rng, shape, 0.05 * n))
 
     speckle = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.6)
     af *= 1.0 + p["noise"] * speckle / max(float(speckle.std()), 1e-6)
-    af = ndi.gaussian_filter(af, p["blur_px"]) + rng.normal(0, 0.012, shape)
+    if p.get("haze"):  # media opacity: straylight pulls every pixel towards the wide local mean
+        af = (1.0 - p["haze"]) * af + p["haze"] * ndi.gaussian_filter(af, 0.15 * n)
+    af = ndi.gaussian_filter(af, p["blur_px"] * n / 256) + rng.normal(0, 0.012, shape)
     image = np.clip(np.round(af * 255.0), 0, 255).astype(np.uint8)
     p.update(fovea_px=[float(v) for v in fovea], disc_px=[float(v) for v in disc], ga_fraction=float(label.mean()))
+    p = {k: (float(v) if isinstance(v, (np.floating, float)) and not isinstance(v, bool) else v) for k, v in p.items()}
     return image, label.astype(np.uint8), p
 
 
