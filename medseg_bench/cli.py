@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-json", dest="dataset_json", default=None,
                    help="the dataset's dataset.json (labels, instance flag; default: looked up beside ref_dir)")
     p.add_argument("--out", dest="out_dir", default=None, help="where metrics are written (default: pred_dir)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes (default 0 = this process, one numba thread per core; N > 1 = N processes x cores // N threads)")
 
     p = _sub(sub, "run", "medseg_bench.bench.cli:run_command", "run a benchmark grid (default: the built-in benchmark) and write its leaderboard")
     p.add_argument("--datasets", nargs="+", default=None,
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "leaderboard", "medseg_bench.leaderboard.cli:leaderboard_command", "build leaderboard tables, plots and HTML from result records")
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/leaderboards)")
     p.add_argument("--add", default=None, metavar="BUNDLE", help="re-score a submission bundle and merge it")
+    p.add_argument("--private-seed-file", default=None, metavar="FILE",
+                   help="with --add: re-run the bundle's models on a private test split generated from the secret "
+                        "seed in FILE (built-in datasets) and score that instead of the bundle's predictions")
 
     p = _sub(sub, "submit", "medseg_bench.leaderboard.cli:submit_command", "validate, train and predict a new method into a submission bundle")
     p.add_argument("method", metavar="PATH_OR_ENTRYPOINT",
@@ -135,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=None, help="datasets to train and predict on (default: the built-in ones the method applies to)")
     p.add_argument("--budgets", nargs="+", default=None, help="label budgets (default: the default preset's: demo on CPU, paper with a GPU)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the default preset's)")
+    p.add_argument("--preset", default=None, choices=["demo", "quick", "paper"], help="preset (default: demo on CPU, paper with a GPU)")
+    p.add_argument("--iterations", type=int, default=None, help="override the preset's training iterations (smoke tests)")
     return parser
 
 

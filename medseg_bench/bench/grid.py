@@ -33,6 +33,7 @@ __all__ = [
     "default_preset",
     "estimate_cost_s",
     "expand_grid",
+    "method_applies",
     "method_budgets",
     "parse_budget",
     "parse_budgets",
@@ -209,6 +210,13 @@ def resolve_configuration(method, plans: dict, preset: str) -> str | None:
     return None
 
 
+def method_applies(method, plans: dict) -> bool:
+    """Whether ``method`` runs on the dataset of ``plans``: its ``applies_to(plans) -> bool`` hook
+    when it has one (e.g. PSM needs RGB images), else True."""
+    hook = getattr(method, "applies_to", None)
+    return bool(hook(plans)) if callable(hook) else True
+
+
 def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int | str) -> float:
     """Rough wall time of one cell in seconds, used only to order cells (longest first within a seed) and for ETA.
 
@@ -264,12 +272,15 @@ def expand_grid(
         for name in sorted(methods):
             method = methods[name]
             config = resolve_configuration(method, plans, preset)
-            applicable = method_budgets(method, budgets, (n_labelled or {}).get(ds)) if config else []
+            fits = method_applies(method, plans)
+            applicable = method_budgets(method, budgets, (n_labelled or {}).get(ds)) if config and fits else []
             if name in has_all_variant:
                 applicable = [b for b in applicable if b != ALL]
             if not applicable:
                 if explicit_methods and warn:
-                    why = "no configuration fits its dims" if config is None else "no requested budget applies"
+                    why = ("no configuration fits its dims" if config is None else
+                           "it does not apply to this dataset (its applies_to rule)" if not fits else
+                           "no requested budget applies")
                     warn(f"method {name} skipped on {ds}: {why}")
                 continue
             for b in applicable:

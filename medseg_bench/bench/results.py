@@ -40,6 +40,7 @@ __all__ = [
     "record_path",
     "reset_cell",
     "results_dir",
+    "stale_done_cells",
     "sync_done_record",
     "update_manifest",
     "write_json_atomic",
@@ -240,6 +241,41 @@ def import_records(workdir: Path, cells: list[Cell], source: Path,
         write_json_atomic(run_dir / DONE_MARKER, {"imported": True})
         write_record(workdir, record)
     return len(chosen), warnings
+
+
+def stale_done_cells(workdir: Path, cells: list[Cell], dataset_hashes: dict[str, str | None] | None = None,
+                     plan_hashes: dict[str, str | None] | None = None) -> list[str]:
+    """Warnings, one per dataset, for the grid's finished cells in ``workdir`` whose record was made on
+    other data (``provenance.dataset_hash``) or under another plan (``provenance.plan_hash``; e.g.
+    the planner's rules changed and the dataset was re-planned) than the ones here now.
+
+    Such cells are skipped like every finished cell (a new commit does not invalidate results), so
+    without this a re-planned grid would silently mix old and new schedules; the leaderboard says so
+    too (:func:`medseg_bench.leaderboard.tables.mixed_plans_text`). ``run --rerun`` recomputes them.
+    """
+    other: dict[tuple[str, str], dict[str, int]] = {}
+    for cell in cells:
+        if not cell_is_done(workdir, cell):
+            continue
+        try:
+            prov = read_json(cell.run_dir(workdir) / "record.json").get("provenance") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for kind, want in (("data", (dataset_hashes or {}).get(cell.dataset)),
+                           ("plan", (plan_hashes or {}).get(cell.dataset))):
+            have = prov.get("dataset_hash" if kind == "data" else "plan_hash")
+            if want and have and want != have:
+                by = other.setdefault((cell.dataset, kind), {})
+                by[have[:16]] = by.get(have[:16], 0) + 1
+    out = []
+    for (ds, kind), by in sorted(other.items()):
+        n = sum(by.values())
+        here = ((dataset_hashes if kind == "data" else plan_hashes) or {})[ds][:16]
+        what = "on other data (dataset hash" if kind == "data" else "under another plan (plan hash"
+        out.append(f"{n} finished cell(s) of {ds} were made {what} {', '.join(sorted(by))}; here {here}): "
+                   "they are kept and skipped, so the grid mixes them with new cells (the leaderboard flags "
+                   "mixed plans); `run --rerun` recomputes them")
+    return out
 
 
 def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:

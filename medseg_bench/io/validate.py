@@ -147,6 +147,16 @@ def _orphans(ds: RawDataset, problems: list[Problem]) -> None:
                     problems.append(Problem(f, f"{what} without image: no {images}/{case_id}_0000{ending}"))
 
 
+def _check_nsd_tolerance(ds: RawDataset, problems: list[Problem]) -> None:
+    """``"nsd_tolerance"`` (optional): a finite number > 0 in spacing units (issue 23)."""
+    from medseg_bench.metrics.tolerance import validate_tolerance
+
+    if "nsd_tolerance" in ds.meta:
+        problem = validate_tolerance(ds.meta["nsd_tolerance"])
+        if problem:
+            problems.append(Problem(ds.json_path, problem))
+
+
 def check_dataset(path: str | os.PathLike) -> list[Problem]:
     """Check a raw dataset folder; returns all problems found (empty list = valid)."""
     path = Path(path)
@@ -162,6 +172,7 @@ def check_dataset(path: str | os.PathLike) -> list[Problem]:
     except ValueError:
         problems.append(Problem(ds.json_path, f"file_ending {ds.file_ending!r} is not a supported image format"))
         return problems
+    _check_nsd_tolerance(ds, problems)
     _orphans(ds, problems)
     train = ds.raw_cases("train")
     if not train:

@@ -33,7 +33,7 @@ __all__ = [
     "machines_of",
 ]
 
-CLASS_METRICS_SHOWN = ("dice", "hd95", "assd")
+CLASS_METRICS_SHOWN = ("dice", "hd95", "assd", "nsd")
 INSTANCE_METRICS_SHOWN = ("aji", "pq")
 HIGHER_IS_BETTER = {"dice": True, "iou": True, "nsd": True, "hd95": False, "assd": False, "hd": False,
                     "aji": True, "pq": True}
@@ -58,6 +58,7 @@ class BoardCell:
     marker: dict = field(default_factory=dict)  # metric -> "▲" / "▼" / "ref" / ""
     reference: str | None = None
     rank: int | None = None
+    nsd_other_tau: int = 0  # finished seeds scored with another NSD tau (legacy): NSD not shown here
 
     @property
     def missing(self) -> set:
@@ -84,7 +85,7 @@ class BoardRow:
     class_rule: str | None
     submitted: bool = False
     cells: dict = field(default_factory=dict)  # budget -> BoardCell
-    cost: dict = field(default_factory=dict)  # train_time_s, parameters, peak_memory_mb
+    cost: dict = field(default_factory=dict)  # train_time_s, iterations, labelled_iterations, parameters, peak_memory_mb
     mean_rank: float | None = None
 
 
@@ -98,6 +99,11 @@ class Board:
     seeds: list
     n_cases: int
     instance: bool
+    distance_unit: str = "spacing units"  # unit of the hd95 / assd values held here (µm, mm)
+    distance_factor: float = 1.0  # record value (spacing units) x factor = value shown
+    nsd_tau: float | None = None  # tau (spacing units) of the NSD values shown; None: none shown
+    nsd_tau_text: str = ""  # tau in the display unit, e.g. "1 µm"
+    nsd_legacy: int = 0  # finished runs whose NSD is not shown (old global tau, or another tau)
 
     @property
     def demo(self) -> bool:
@@ -121,6 +127,26 @@ class Board:
     def machines(self) -> list[dict]:
         """:func:`machines_of` this board's finished runs (for reading its cost columns)."""
         return machines_of(self.done_records())
+
+    def plan_hashes(self) -> dict[str, int]:
+        """``{plan hash: finished runs}`` over this board's records (``"unknown"`` when a record has
+        none), most runs first. More than one entry = runs made under different plans (schedules,
+        patch sizes, networks) are mixed on this board."""
+        counts: dict[str, int] = {}
+        for rec in self.done_records():
+            h = str((rec.get("provenance") or {}).get("plan_hash") or "unknown")
+            counts[h] = counts.get(h, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def plan_rows(self) -> dict[str, list[str]]:
+        """``{plan hash: ["method b=budget", ...]}``: which cells ran under which plan (seeds pooled)."""
+        out: dict[str, set] = {}
+        for row in self.rows:
+            for budget, cell in row.cells.items():
+                for rec in cell.done.values():
+                    h = str((rec.get("provenance") or {}).get("plan_hash") or "unknown")
+                    out.setdefault(h, set()).add(f"{row.label} b={budget}")
+        return {h: sorted(v) for h, v in out.items()}
 
 
 def machines_of(records: list[dict]) -> list[dict]:
@@ -201,6 +227,9 @@ def _nanmean(xs) -> float:
 
 
 def _finish_cell(cell: BoardCell, metrics: list) -> None:
+    if cell.nsd_other_tau:  # one tau per cell too: a cell with any old-tau seed shows no NSD
+        cell.seed_means.pop("nsd", None)
+        cell.per_case.pop("nsd", None)
     for m in metrics:
         seeds = cell.seed_means.get(m, {})
         vals = [v for _, v in sorted(seeds.items()) if not math.isnan(v)]
@@ -209,17 +238,46 @@ def _finish_cell(cell: BoardCell, metrics: list) -> None:
 
 
 def _cost(row: BoardRow) -> dict:
-    times, params, mem = [], [], []
+    """Mean train time, iterations and labelled iterations (steps on a labelled batch; records made
+    before it was recorded have none) over the row's finished runs; largest parameter count and peak memory."""
+    times, its, lab, params, mem = [], [], [], [], []
     for cell in row.cells.values():
         for rec in cell.done.values():
             p = rec.get("provenance") or {}
             times.append(_num(p.get("train_time_s", p.get("wall_time_s"))))
+            its.append(_num(p.get("iterations")))
+            lab.append(_num(p.get("labelled_iterations")))
             params.append(_num(p.get("parameters")))
             mem.append(_num(p.get("peak_memory_mb")))
     finite = lambda xs: [x for x in xs if not math.isnan(x)]  # noqa: E731
-    return {"train_time_s": float(np.mean(finite(times))) if finite(times) else math.nan,
+    mean = lambda xs: float(np.mean(finite(xs))) if finite(xs) else math.nan  # noqa: E731
+    return {"train_time_s": mean(times), "iterations": mean(its), "labelled_iterations": mean(lab),
             "parameters": max(finite(params)) if finite(params) else math.nan,
             "peak_memory_mb": max(finite(mem)) if finite(mem) else math.nan}
+
+
+def record_tau(record: dict) -> float | None:
+    """The per-dataset NSD tau (spacing units) a record was scored with, or None for a legacy record
+    (scored before issue 23 with the global tau = 2 spacing units: no ``tau_source`` in its definitions)."""
+    nd = (((record.get("metrics") or {}).get("metric_definitions")) or {}).get("nsd") or {}
+    if not isinstance(nd, dict) or "tau_source" not in nd:
+        return None
+    return _num(nd.get("tau"))
+
+
+def _board_units(records: list[dict]) -> tuple[str, float, float | None, str]:
+    """``(distance unit, factor, tau shown, tau text)`` of one board from its finished records: the unit
+    from the median finest-axis spacing of their cases (:func:`~medseg_bench.metrics.tolerance.display_unit`);
+    the tau shown is the most common per-dataset tau (ties: the smaller), so one NSD column has one tau."""
+    from ..metrics.tolerance import display_unit, tolerance_text
+
+    finest = [min(float(x) for x in pc["spacing"]) for r in records
+              for pc in ((r.get("metrics") or {}).get("per_case") or []) if pc.get("spacing")]
+    fin = float(np.median(finest)) if finest else None
+    unit, factor = display_unit(fin)
+    taus = [t for t in (record_tau(r) for r in records) if t is not None and not math.isnan(t)]
+    tau = min(set(taus), key=lambda t: (-taus.count(t), t)) if taus else None
+    return unit, factor, tau, (tolerance_text(tau, fin) if tau is not None else "")
 
 
 def build_boards(records: list[dict], manifest: list[dict] | None = None,
@@ -247,6 +305,12 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
 
     for d in manifest or []:
         slot(d).expected.add(int(d["seed"]))
+    by_board: dict[tuple, list] = {}
+    for r in records:
+        if r["status"] == "done":
+            by_board.setdefault((r["cell"]["dataset"], r["cell"]["preset"]), []).append(r)
+    units = {k: _board_units(v) for k, v in by_board.items()}
+    legacy: dict[tuple, int] = {}
     cases_seen: dict[tuple, set] = {}
     instance_datasets = {ds for ds, facts in (manifest_datasets or {}).items()
                          if isinstance(facts, dict) and facts.get("instance_labels")}
@@ -263,10 +327,18 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
         per_case = ((r.get("metrics") or {}).get("per_case")) or []
         if any("instance" in pc for pc in per_case):
             instance_boards.add((c["dataset"], c["preset"]))
+        _, factor, tau, _ = units[(c["dataset"], c["preset"])]
         metrics = CLASS_METRICS_SHOWN + INSTANCE_METRICS_SHOWN
+        if record_tau(r) is None or record_tau(r) != tau:  # no mixed tau in one column
+            metrics = tuple(m for m in metrics if m != "nsd")
+            legacy[(c["dataset"], c["preset"])] = legacy.get((c["dataset"], c["preset"]), 0) + 1
+            cell.nsd_other_tau += 1
         case_vals: dict[str, dict] = {m: {} for m in metrics}
         for pc in per_case:
             vals, n_inf, n_nan = case_values(pc, metrics)
+            for m in _DISTANCES:
+                if m in vals:
+                    vals[m] *= factor
             for m in metrics:
                 case_vals[m][pc["case"]] = vals[m]
                 cell.n_inf[m] = cell.n_inf.get(m, 0) + n_inf[m]
@@ -300,8 +372,10 @@ def build_boards(records: list[dict], manifest: list[dict] | None = None,
             row.cells = dict(sorted(cells.items(), key=lambda kv: budget_sort_key(kv[0])))
             row.cost = _cost(row)
             board_rows.append(row)
+        unit, factor, tau, tau_text = units.get((ds, preset), ("spacing units", 1.0, None, ""))
         boards.append(Board(ds, preset, sorted(budgets, key=budget_sort_key), metrics, board_rows,
-                            sorted(seeds), len(cases_seen.get((ds, preset), ())), inst))
+                            sorted(seeds), len(cases_seen.get((ds, preset), ())), inst, unit, factor, tau,
+                            tau_text, legacy.get((ds, preset), 0)))
     return boards
 
 

@@ -23,9 +23,11 @@ from .tables import (
     _ordered,
     _runs_done,
     _seeds_note,
+    _units,
     fmt,
     incomplete_text,
     metric_digits,
+    mixed_plans_text,
     overall_ranking,
 )
 
@@ -42,6 +44,8 @@ def _cell_json(cell, metric: str, best: bool, d: int) -> dict:
     status = cell.status
     if status in ("failed", "missing"):
         return {"text": status, "value": None, "status": status}
+    if metric == "nsd" and cell.nsd_other_tau:  # legacy global tau (issue 23): not shown
+        return {"text": "old τ", "value": None, "status": status}
     mean = cell.mean.get(metric, math.nan)
     std = cell.std.get(metric, math.nan)
     text = fmt(mean, d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
@@ -60,7 +64,7 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
     bests = {}
     for m in board.metrics:
         arrow = "↑" if HIGHER_IS_BETTER.get(m, True) else "↓"
-        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}"})
+        metrics.append({"key": m, "title": f"{METRIC_TITLES.get(m, m)} {arrow}{_units(board, m)}"})
         bests[m] = _best(board, [r for r in rows if not r.oracle], m)  # oracle rows are never "best"
     digits = {m: metric_digits(board, m) for m in board.metrics}
     out_rows = []
@@ -80,7 +84,7 @@ def _board_json(board: Board, plot_png: Path | None) -> dict:
         c = r.cost
         cost.append({"label": r.label, "family": r.family, "oracle": r.oracle, "configuration": r.configuration,
                      **{k: None if math.isnan(c[k]) else round(float(c[k]), 1) for k in
-                        ("train_time_s", "parameters", "peak_memory_mb")}})
+                        ("train_time_s", "iterations", "labelled_iterations", "parameters", "peak_memory_mb")}})
     machines = board.machines()
     return {"id": f"{board.dataset}__{board.preset}", "dataset": board.dataset, "preset": board.preset,
             "demo": board.demo, "budgets": [str(b) for b in board.budgets], "metrics": metrics, "rows": out_rows,
@@ -101,6 +105,7 @@ def render_html(boards: list[Board], plots: dict[tuple, Path] | None = None) -> 
         "demo": any(b.demo for b in boards),
         "demo_text": DEMO_BANNER.lstrip("> ").replace("**", "").replace("`", ""),
         "incomplete_text": incomplete_text(boards).replace("**", "").replace("`", ""),
+        "mixed_plans_text": mixed_plans_text(boards).replace("**", "").replace("`", ""),
         "families": sorted({r.family for b in boards for r in b.rows}),
         "budgets": budgets,
         "boards": [_board_json(b, plots.get((b.dataset, b.preset))) for b in boards],

@@ -1,26 +1,29 @@
-"""Method submission: validate, train on staged data without test labels, bundle, re-score, merge.
+"""Method submission: validate, train on staged data without test labels, bundle (sealed).
 
-``submit(PATH_OR_ENTRYPOINT)``:
+``submit(PATH_OR_ENTRYPOINT)``; the submitted code runs only in child processes (:mod:`.worker`), never
+in this one (:mod:`.sandbox`: clean environment, cwd and ``HOME`` inside the stage, an audit hook on
+every open):
 
-1. loads the method (a ``.py`` file that registers one Method, or an installed plugin's entry point in
-   the ``medseg_bench.methods`` group); validation = class attributes (registry), then the engine's
-   contract check (:func:`medseg_bench.training.contract.check_method_contract`: trains a few
-   steps, predicts the right shape and labels, resumes exactly, reads no label outside its budget);
-2. stages each dataset into a fresh temporary workdir **outside** the user's workdir: training images
-   and labels, unlabelled images, test *images only* (``"test_labels_withheld": true``); the staged
+1. stages each dataset into a fresh temporary folder **outside** the user's workdir: training images
+   and labels, unlabelled images, test *images only* (``"test_labels_withheld": true``; no
+   ``labelsTs``, no preprocessed test labels, no per-case generator facts of test cases); the staged
    ``dataset.json`` carries the original's dataset hash;
-3. validates (step 1's contract check), trains and predicts in its own process (environment without
-   ``MEDSEG_*`` variables, cwd = the staged workdir), one cell per (dataset, budget, seed), with the
-   engine's ``train_cell`` (evaluation skipped: there is nothing to score against);
+2. child ``describe``: imports the file (a ``.py`` file that registers one Method, or an installed
+   entry point of the ``medseg_bench.methods`` group) for the first time anywhere, checks its class
+   attributes and runs the engine's contract check
+   (:func:`medseg_bench.training.contract.check_method_contract`), and says where the method applies;
+3. child ``train``: preprocesses the stage, then trains and predicts one cell per (dataset, budget,
+   seed) with the engine's ``train_cell`` (evaluation skipped: nothing to score against) while the
+   guard refuses every label file outside that cell's budget: such an open fails the cell, naming the
+   file, even when the method swallows the error;
 4. checks every prediction (one per test image, the test image's shape, only the dataset's label
    values) and writes a **bundle**: ``bundle.json`` (method, source hash, environment, per cell the
-   dataset hash, split hash and test case ids), ``predictions/<cell>/``, ``records/<cell>.json``,
-   ``source/``. A bundle never holds reference labels.
+   dataset hash, split hash, test case ids and provenance, and ``files``: the seal, a sha256 of every
+   other file), ``predictions/<cell>/``, ``records/<cell>.json``, ``models/<cell>/`` (settings, plan,
+   final checkpoint), ``source/``. A bundle never holds reference labels.
 
-``merge_bundle(BUNDLE, workdir)`` (``medseg-bench leaderboard --add``) checks that every cell's dataset
-and split hashes equal those of the workdir's data, recomputes every metric from the bundle's
-predictions against the workdir's reference labels and stores the records in ``results/``. Metrics
-found in the bundle are ignored: only predictions count.
+Merging (``leaderboard --add``) is :mod:`.merge`; re-running a bundle's models on a host-only test
+split is :mod:`.private`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,18 +42,16 @@ from ..bench.grid import (
     PRESET_DEFAULTS,
     Cell,
     default_preset,
-    method_budgets,
     parse_budgets,
-    resolve_configuration,
 )
-from ..bench.results import environment_info, git_commit, read_json, write_json_atomic, write_record
+from ..bench.results import environment_info, git_commit, read_json, write_json_atomic
 from ..io import RawDataset, read_image
 from ..workdir import Workdir
 
-__all__ = ["BUNDLE_VERSION", "BundleError", "SubmissionError", "load_submission", "merge_bundle", "stage_dataset",
-           "submit", "validate_method"]
+__all__ = ["BUNDLE_VERSION", "BundleError", "SubmissionError", "check_predictions", "hash_sources", "load_submission",
+           "seal_files", "stage_dataset", "submit", "validate_method"]
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: sealed (sha256 of every file in bundle.json), provenance from the seal
 
 
 class SubmissionError(ValueError):
@@ -120,10 +122,15 @@ def source_hash(method_cls: type) -> tuple[str, list[Path]]:
     if not file.is_file():
         raise SubmissionError(f"cannot locate the source of method {method_cls.name!r}")
     files = sorted(file.parent.rglob("*.py")) if file.name == "__init__.py" else [file]
+    return hash_sources(files), files
+
+
+def hash_sources(files) -> str:
+    """sha256 over (name, content) of ``files`` in order (the bundle's ``source_hash``)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest(), files
+        h.update(Path(f).name.encode() + b"\0" + Path(f).read_bytes())
+    return h.hexdigest()
 
 
 # -- staging ---------------------------------------------------------------------------------------------
@@ -164,75 +171,33 @@ def stage_dataset(raw_dir: Path, dest: Path) -> dict:
     for c in test:
         _copy_case(c, dest, "imagesTs", None, None)  # images only: the labels stay behind
     meta = dict(raw.meta)
+    test_ids = {c.case_id for c in test}
+    if isinstance(meta.get("case_parameters"), dict):  # a generator's per-case facts (e.g. lesion area) of
+        meta["case_parameters"] = {k: v for k, v in meta["case_parameters"].items() if k not in test_ids}  # tests: out
     meta.update(numTraining=len(train), test_labels_withheld=True,
                 staged_from={"dataset": raw.name, "dataset_hash": original_hash})
     (dest / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {"dataset_hash": original_hash, "test_cases": sorted(c.case_id for c in test)}
 
 
-# -- the training process ----------------------------------------------------------------------------------
-def _predict_only(method, ctx, raw, test_ids, run_dir):
-    """The engine's prediction step without evaluation (a staged copy has no test labels)."""
-    from ..training.cell import _default_to_segmentation
-    from ..training.predict import predict_case, write_prediction
+# -- the submission's own process (:mod:`.worker`) ----------------------------------------------------------
+def _run_worker(job: dict, stage: Path, timeout_s: float | None) -> dict:
+    """Run ``job`` in a fresh interpreter: clean environment, cwd = the stage; returns its result JSON."""
+    from .sandbox import ERROR_TAG, clean_environment
 
-    pred, pred_inst = Path(run_dir) / "pred", Path(run_dir) / "pred_instances"
-    for d in (pred, pred_inst):
-        if d.exists():
-            shutil.rmtree(d)
-    for net in method.networks.values():
-        net.eval()
-    cases = {c.case_id: c for c in raw.test_cases()}
-    custom = type(method).to_segmentation is not _default_to_segmentation()
-    for cid in test_ids:
-        case = cases[cid]
-        raw_image = case.load_image()[0] if custom else None
-        seg, inst, geo = predict_case(method, ctx, ctx.folder.image(cid), ctx.folder.properties(cid), raw_image=raw_image)
-        write_prediction(pred, cid, raw.file_ending, seg, geo, inst, pred_inst)
-    return None
-
-
-def _worker_main(job_path: str) -> int:
-    """Entry of the submission's own process: prepare the staged datasets, train and predict each cell."""
-    job = json.loads(Path(job_path).read_text())
-    from ..training import cell as engine_cell
-    from ..training import ensure_prepared, train_cell
-
-    method_cls = load_submission(job["method"])
-    wd = Path(job["workdir"])
-    print(f"validating {method_cls.name} (contract check) ...", flush=True)
-    try:
-        validate_method(method_cls, wd / "contract_check")
-    except SubmissionError as exc:
-        print(f"{_ERROR_TAG}{exc}", file=sys.stderr)
-        return 3
-    engine_cell._predict_and_evaluate = _predict_only  # nothing to evaluate against: labels withheld
-    for item in job["cells"]:
-        print(f"training {method_cls.name} on {item['dataset']} (budget {item['budget']}, seed {item['seed']}, "
-              f"test labels withheld) ...", flush=True)
-        ensure_prepared(wd, item["dataset"])
-        train_cell(wd, item["dataset"], method_cls, item["budget"], item["seed"], preset=item["preset"],
-                   config=item["configuration"], iterations=job.get("iterations"), progress=False,
-                   num_threads=job.get("num_threads"))
-        print(f"trained {item['dataset']} budget {item['budget']} seed {item['seed']}", flush=True)
-    return 0
-
-
-_ERROR_TAG = "SUBMISSION ERROR: "
-
-
-def _run_worker(job: dict, staged_wd: Path, timeout_s: float | None) -> None:
-    job_path = staged_wd / "job.json"
+    job = {**job, "workdir": str(stage), "result": str(stage / f"{job['mode']}_result.json")}
+    job_path = stage / f"{job['mode']}_job.json"
     job_path.write_text(json.dumps(job, indent=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEG_")}  # no pointer to the real workdir
     # stdout (progress lines) goes straight to the user; stderr is kept for the error message
-    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.submit", str(job_path)], cwd=staged_wd,
-                          env=env, stdout=None, stderr=subprocess.PIPE, text=True, timeout=timeout_s)
-    if proc.returncode == 3 and _ERROR_TAG in proc.stderr:
-        raise SubmissionError(proc.stderr.split(_ERROR_TAG, 1)[1].strip())
+    proc = subprocess.run([sys.executable, "-m", "medseg_bench.leaderboard.worker", str(job_path)], cwd=stage,
+                          env=clean_environment(stage), stdout=None, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout_s)
+    if proc.returncode == 3 and ERROR_TAG in proc.stderr:
+        raise SubmissionError(proc.stderr.split(ERROR_TAG, 1)[1].strip())
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-25:])
-        raise SubmissionError(f"training the submission failed (exit {proc.returncode}):\n{tail}")
+        raise SubmissionError(f"the submission's process ({job['mode']}) failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(Path(job["result"]).read_text())
 
 
 # -- checking predictions and writing the bundle -------------------------------------------------------------
@@ -261,13 +226,29 @@ def check_predictions(pred_dir: Path, raw: RawDataset, test_cases: list[str]) ->
                                   f"{sorted(allowed)}")
 
 
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_about(about: dict, stage: Path, from_file: bool) -> None:
+    """What the ``describe`` child reported is used for paths here: a plain method name, and ``.py``
+    source files (inside the stage's copy for a file submission)."""
+    if not isinstance(about.get("name"), str) or not METHOD_NAME.match(about["name"]):
+        raise SubmissionError(f"method name {about.get('name')!r}: use letters, digits, '_', '.' or '-'")
+    for f in about.get("source_files") or []:
+        inside = Path(f).resolve().is_relative_to((stage / "submission").resolve())
+        if not f.endswith(".py") or (from_file and not inside):
+            raise SubmissionError(f"{f}: not a source file of the submission")
+
+
 def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets: list | None = None,
            seeds: list[int] | None = None, preset: str | None = None, iterations: int | None = None,
            out: Path | None = None, num_threads: int | None = None, timeout_s: float | None = None) -> Path:
     """Validate, stage, train, predict and bundle (module docstring). Returns the bundle folder
     (default ``<workdir>/submissions/<method>``).
 
-    Datasets default to the built-in ones the method supports; budgets and seeds to the preset's.
+    The submitted file is never imported in this process: a first child imports it, runs the contract
+    check and says where the method applies; a second trains it on the stage. Datasets default to the
+    built-in ones; budgets and seeds to the preset's.
     """
     from ..bench.cli import builtin_datasets, resolve_datasets
     from ..splits import load_or_make_splits, split_hash
@@ -275,53 +256,87 @@ def submit(spec: str, workdir: Path, datasets: list[str] | None = None, budgets:
 
     wd = Workdir(Path(workdir))
     preset = preset or default_preset()
-    method_cls = load_submission(spec)  # imports the file here only to read its attributes
-    src_hash, src_files = source_hash(method_cls)
     defaults = PRESET_DEFAULTS[preset]
     grid_budgets = parse_budgets(budgets or defaults["budgets"])
     grid_seeds = sorted({int(s) for s in (seeds or defaults["seeds"])})
+    path = Path(spec)
+    if (spec.endswith(".py") or path.is_file()) and not path.is_file():
+        raise FileNotFoundError(f"{path}: submission file not found")
     names = resolve_datasets(wd.root, datasets or builtin_datasets(defaults["size"]), defaults["size"],
                              lambda m: print(m, file=sys.stderr))
-    bundle = Path(out) if out else wd.root / "submissions" / method_cls.name
-    staged_root = Path(tempfile.mkdtemp(prefix="medseg_submission_"))  # outside the user's workdir
+    stage = Path(tempfile.mkdtemp(prefix="medseg_submission_"))  # outside the user's workdir
     try:
+        method_spec = spec
+        if path.is_file():  # the child imports its own copy: the user's folder stays out of reach
+            (stage / "submission").mkdir()
+            method_spec = str(shutil.copy2(path, stage / "submission" / path.name))
+        plans = {ds: ensure_prepared(wd.root, ds) for ds in names}
+        about = _run_worker({"mode": "describe", "method": method_spec, "preset": preset, "budgets": grid_budgets,
+                             "datasets": {ds: {"plans": plans[ds],
+                                               "n_train": len(RawDataset(wd.raw_dataset(ds)).train_cases())}
+                                          for ds in names}}, stage, timeout_s)
+        _check_about(about, stage, path.is_file())
         cells, info = [], {}
         for ds in names:
-            plans = ensure_prepared(wd.root, ds)
-            raw = RawDataset(wd.raw_dataset(ds))
-            config = resolve_configuration(method_cls, plans, preset)
-            applicable = method_budgets(method_cls, grid_budgets, len(raw.train_cases())) if config else []
+            config, applicable = about["datasets"][ds]["configuration"], about["datasets"][ds]["budgets"]
             if not applicable:
-                print(f"{method_cls.name} does not apply to {ds} (dims or budgets); skipped", file=sys.stderr)
+                print(f"{about['name']} does not apply to {ds} (dims or budgets); skipped", file=sys.stderr)
                 continue
-            info[ds] = stage_dataset(raw.path, staged_root / "raw" / ds)
+            raw = RawDataset(wd.raw_dataset(ds))
+            info[ds] = stage_dataset(raw.path, stage / "raw" / ds)
             splits = load_or_make_splits(wd.root, raw.path, budgets=applicable, seeds=grid_seeds)
             for b in applicable:
                 for s in grid_seeds:
                     cells.append({"dataset": ds, "preset": preset, "configuration": config, "budget": b, "seed": s,
                                   "split_hash": split_hash(splits, b, s)})
         if not cells:
-            raise SubmissionError(f"method {method_cls.name!r} applies to none of the datasets {names}")
-        job = {"method": str(Path(spec).resolve()) if Path(spec).is_file() else spec, "workdir": str(staged_root),
-               "cells": cells, "iterations": iterations, "num_threads": num_threads}
-        _run_worker(job, staged_root, timeout_s)
-        return _write_bundle(bundle, method_cls, src_hash, src_files, cells, info, staged_root)
+            raise SubmissionError(f"method {about['name']!r} applies to none of the datasets {names}")
+        _run_worker({"mode": "train", "method": method_spec, "cells": cells, "iterations": iterations,
+                     "num_threads": num_threads}, stage, timeout_s)
+        about["loaded_from"] = {"kind": "file"} if path.is_file() else {"kind": "installed", "spec": spec}
+        bundle = Path(out) if out else wd.root / "submissions" / about["name"]
+        return _write_bundle(bundle, about, cells, info, stage)
     finally:
-        shutil.rmtree(staged_root, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_bundle(bundle: Path, method_cls, src_hash: str, src_files: list[Path], cells: list[dict], info: dict,
-                  staged_root: Path) -> Path:
-    staged = Workdir(staged_root)
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal_files(bundle: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file of a bundle except ``bundle.json`` (the seal itself)."""
+    return {p.relative_to(bundle).as_posix(): file_sha256(p) for p in sorted(Path(bundle).rglob("*"))
+            if p.is_file() and p.relative_to(bundle).as_posix() != "bundle.json"}
+
+
+MODEL_FILES = ("config.json", "plans.json", "checkpoint_final.pt")  # what a re-run of the cell's model needs
+
+
+def _copy_model(run: Path, dest: Path) -> None:
+    """The trained model of a cell (settings, plan, final checkpoint) for :mod:`.private`'s re-run."""
+    dest.mkdir(parents=True)
+    for name in MODEL_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+
+
+def _write_bundle(bundle: Path, about: dict, cells: list[dict], info: dict, stage: Path) -> Path:
+    staged = Workdir(stage)
     tmp = bundle.with_name(f".{bundle.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "source").mkdir(parents=True)
+    src_files = [Path(f) for f in about["source_files"]]
     for f in src_files:
         shutil.copy2(f, tmp / "source" / f.name)
     entries = []
     for item in cells:
-        cell = Cell(item["dataset"], item["preset"], item["configuration"], method_cls.name, item["budget"], item["seed"])
+        cell = Cell(item["dataset"], item["preset"], item["configuration"], about["name"], item["budget"], item["seed"])
         run = cell.run_dir(staged.root)
         record = read_json(run / "record.json")
         if record.get("status") != "done":
@@ -329,108 +344,27 @@ def _write_bundle(bundle: Path, method_cls, src_hash: str, src_files: list[Path]
         if record["provenance"].get("split_hash") != item["split_hash"]:
             raise SubmissionError(f"{cell.label()}: the staged split differs from the benchmark's "
                                   f"({record['provenance'].get('split_hash')} != {item['split_hash']})")
+        links = [p for p in run.rglob("*") if p.is_symlink()]
+        if links:  # the child may not make links; one here would let this process copy a file it points to
+            raise SubmissionError(f"{cell.label()}: {links[0]} is a link; a submission's outputs must be plain files")
         raw = RawDataset(staged.raw_dataset(cell.dataset))
         check_predictions(run / "pred", raw, info[cell.dataset]["test_cases"])
         shutil.copytree(run / "pred", tmp / "predictions" / cell.key)
         if (run / "pred_instances").is_dir():
             shutil.copytree(run / "pred_instances", tmp / "predictions" / f"{cell.key}__instances")
         write_json_atomic(tmp / "records" / f"{cell.key}.json", record)
+        _copy_model(run, tmp / "models" / cell.key)
         entries.append({"cell": cell.to_dict(), "key": cell.key, "dataset_hash": info[cell.dataset]["dataset_hash"],
-                        "split_hash": item["split_hash"], "test_cases": info[cell.dataset]["test_cases"]})
-    manifest = {"bundle_version": BUNDLE_VERSION, "method": {"name": method_cls.name, **method_cls.info(),
-                                                             "source_hash": src_hash,
-                                                             "source_files": [f.name for f in src_files]},
-                "environment": environment_info(), "suite_commit": git_commit(), "cells": entries}
+                        "split_hash": item["split_hash"], "test_cases": info[cell.dataset]["test_cases"],
+                        "provenance": record["provenance"]})
+    manifest = {"bundle_version": BUNDLE_VERSION,
+                "method": {"name": about["name"], **about["info"], "source_hash": about["source_hash"],
+                           "source_files": [f.name for f in src_files], "loaded_from": about["loaded_from"]},
+                "environment": environment_info(), "suite_commit": git_commit(), "cells": entries,
+                "files": seal_files(tmp)}  # the seal: sha256 of every prediction, record, model and source file
     write_json_atomic(tmp / "bundle.json", manifest)
     if bundle.exists():
         shutil.rmtree(bundle)
     bundle.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, bundle)
     return bundle
-
-
-# -- merging -------------------------------------------------------------------------------------------------
-def _reference_dir(cases, dest: Path, attr: str, ending: str) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for c in cases:
-        os.symlink(getattr(c, attr), dest / f"{c.case_id}{ending}")
-    return dest
-
-
-def rescore(pred_dir: Path, inst_dir: Path | None, raw: RawDataset, test_cases: list[str]) -> dict:
-    """Metrics of a prediction folder against the dataset's reference labels, as stored in records."""
-    from ..metrics.evaluate import evaluate_folder, write_summary
-
-    cases = [c for c in raw.test_cases() if c.case_id in set(test_cases)]
-    with tempfile.TemporaryDirectory(prefix="medseg_rescore_") as tmp:
-        ref = _reference_dir(cases, Path(tmp) / "labels", "label_file", raw.file_ending)
-        kwargs = {}
-        if raw.instance_labels and inst_dir is not None and all(c.instance_file for c in cases):
-            kwargs = {"instance_pred_dir": inst_dir,
-                      "instance_ref_dir": _reference_dir(cases, Path(tmp) / "instances", "instance_file", raw.file_ending)}
-        summary = evaluate_folder(pred_dir, ref, labels=raw.labels, file_ending=raw.file_ending,
-                                  default_spacing=raw.spacing, **kwargs)
-        write_summary(summary, Path(tmp) / "summary")
-        return json.loads((Path(tmp) / "summary" / "summary.json").read_text())
-
-
-def merge_bundle(bundle: Path, workdir: Path) -> list[dict]:
-    """Re-score a bundle against the workdir's reference labels and store its records (module docstring).
-
-    Raises:
-        BundleError: malformed bundle, unknown dataset, or a dataset/split hash that does not match.
-    """
-    from ..planning import dataset_hash
-    from ..splits import load_or_make_splits, split_hash
-
-    bundle, wd = Path(bundle), Workdir(Path(workdir))
-    if not (bundle / "bundle.json").is_file():
-        raise BundleError(f"{bundle}: not a submission bundle (bundle.json missing)")
-    manifest = read_json(bundle / "bundle.json")
-    if manifest.get("bundle_version") != BUNDLE_VERSION or not isinstance(manifest.get("cells"), list):
-        raise BundleError(f"{bundle / 'bundle.json'}: unsupported bundle version or no cells")
-    method = manifest["method"]
-    hashes: dict[str, str] = {}
-    checked = []
-    for entry in manifest["cells"]:  # check everything before merging anything
-        cell = Cell.from_dict(entry["cell"])
-        if cell.method != method["name"]:
-            raise BundleError(f"{bundle}: cell {cell.key} is not of method {method['name']!r}")
-        raw_dir = wd.raw_dataset(cell.dataset)
-        if not (raw_dir / "dataset.json").is_file():
-            raise BundleError(f"dataset {cell.dataset!r} of the bundle is not in {wd.raw}")
-        raw = RawDataset(raw_dir)
-        if cell.dataset not in hashes:
-            hashes[cell.dataset] = dataset_hash(raw)
-        if entry.get("dataset_hash") != hashes[cell.dataset]:
-            raise BundleError(f"{cell.key}: dataset hash {entry.get('dataset_hash')} does not match "
-                              f"{cell.dataset} in this workdir ({hashes[cell.dataset]}); not merged")
-        splits = load_or_make_splits(wd.root, raw.path, budgets=[cell.budget], seeds=[cell.seed])
-        if entry.get("split_hash") != split_hash(splits, cell.budget, cell.seed):
-            raise BundleError(f"{cell.key}: split hash does not match this workdir's split; not merged")
-        pred = bundle / "predictions" / cell.key
-        if not pred.is_dir():
-            raise BundleError(f"{bundle}: predictions for {cell.key} missing")
-        checked.append((cell, entry, raw, pred))
-    merged = []
-    for cell, entry, raw, pred in checked:
-        inst = bundle / "predictions" / f"{cell.key}__instances"
-        metrics = rescore(pred, inst if inst.is_dir() else None, raw, [c.case_id for c in raw.test_cases()])
-        rec_path = bundle / "records" / f"{cell.key}.json"
-        stored = read_json(rec_path) if rec_path.is_file() else {}
-        record = {"record_version": 1, "cell": cell.to_dict(), "status": "done", "error": None,
-                  "method_info": {k: method.get(k) for k in ("family", "citation", "needs_labels", "uses_unlabelled",
-                                                             "oracle", "class_rule")},
-                  "budget_cases": stored.get("budget_cases", []), "n_labelled": stored.get("n_labelled"),
-                  "provenance": {**(stored.get("provenance") or {}), "dataset_hash": entry["dataset_hash"],
-                                 "split_hash": entry["split_hash"]},
-                  "submission": {"bundle": bundle.name, "source_hash": method.get("source_hash"),
-                                 "rescored": True},
-                  "metrics": metrics}  # recomputed here; anything the bundle says about metrics is ignored
-        write_record(wd.root, record)
-        merged.append(record)
-    return merged
-
-
-if __name__ == "__main__":  # the submission's own training process (see _run_worker)
-    sys.exit(_worker_main(sys.argv[1]))

@@ -13,10 +13,11 @@ import math
 from .aggregate import HIGHER_IS_BETTER, Board, BoardCell, BoardRow, machines_of
 from .stats import ALPHA
 
-__all__ = ["METRIC_TITLES", "board_csv", "board_markdown", "fmt", "overall_ranking", "readme_markdown"]
+__all__ = ["METRIC_TITLES", "board_csv", "board_markdown", "fmt", "mixed_plans_text", "overall_ranking",
+           "readme_markdown"]
 
-METRIC_TITLES = {"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "aji": "AJI", "pq": "PQ"}
-_DIGITS = {"dice": 3, "aji": 3, "pq": 3, "hd95": 2, "assd": 2}
+METRIC_TITLES = {"dice": "Dice", "hd95": "HD95", "assd": "ASSD", "nsd": "NSD", "aji": "AJI", "pq": "PQ"}
+_DIGITS = {"dice": 3, "aji": 3, "pq": 3, "hd95": 2, "assd": 2, "nsd": 3}
 DEMO_BANNER = ("> **Demo leaderboard.** Preset `demo`: smoke-level training schedules on small simulated data, "
                "one seed. It shows that the pipeline works end to end; its numbers are not benchmark results.")
 
@@ -35,7 +36,15 @@ def _esc(text: str) -> str:
 
 
 def _units(board: Board, metric: str) -> str:
-    return " (spacing units)" if metric in ("hd95", "assd") else ""
+    """Header suffix: the distance unit (µm on histology, mm otherwise), or NSD's tau (issue 23)."""
+    if metric in ("hd95", "assd"):
+        return f" ({board.distance_unit})"
+    if metric == "nsd":
+        legacy = (f"; `old τ` = {board.nsd_legacy} run(s) scored with the legacy global τ = 2 spacing units, "
+                  "not shown until re-run" if board.nsd_legacy else "")
+        tau = f"τ = {board.nsd_tau_text}" if board.nsd_tau is not None else "no run with a per-dataset τ yet"
+        return f" ({tau}{legacy})"
+    return ""
 
 
 def _seeds_note(cell: BoardCell) -> str:
@@ -49,8 +58,8 @@ def _seeds_note(cell: BoardCell) -> str:
 
 
 def metric_digits(board: Board, metric: str) -> int:
-    """Decimals shown for ``metric`` on ``board``: :data:`_DIGITS`, except that surface distances (in spacing
-    units, which span orders of magnitude: mm on CT, 0.0005 mm pixels on histology) get at least three
+    """Decimals shown for ``metric`` on ``board``: :data:`_DIGITS`, except that surface distances (in the
+    board's unit, which still span orders of magnitude across datasets) get at least three
     significant figures of the board's median finite value, so small distances never print as ``0.00``."""
     base = _DIGITS.get(metric, 3)
     if metric not in ("hd95", "assd"):
@@ -70,6 +79,8 @@ def cell_text(cell: BoardCell | None, metric: str, best: bool, digits: int | Non
     status = cell.status
     if status in ("failed", "missing"):
         return status
+    if metric == "nsd" and cell.nsd_other_tau:
+        return "old τ"  # scored with the legacy global tau (issue 23): not comparable, not shown
     d = _DIGITS.get(metric, 3) if digits is None else digits
     std = cell.std.get(metric, math.nan)
     text = fmt(cell.mean.get(metric), d) + ("" if math.isnan(std) else f" ± {fmt(std, d)}")
@@ -144,6 +155,9 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
     out = [f"## {board.dataset} — preset `{board.preset}`", ""]
     if board.demo:
         out += [DEMO_BANNER, ""]
+    mixed = mixed_plans_text([board], detail=True)
+    if mixed:
+        out += [mixed, ""]
     seeds = ", ".join(str(s) for s in board.seeds) or "—"
     out += [f"Seeds {seeds} · {board.n_cases} test cases · runs done {_runs_done([board])} · budgets = labelled training cases. "
             "Values: mean over test cases, then mean ± std over seeds (no ± with one seed); class metrics are "
@@ -165,14 +179,16 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
             "baseline at 0); `[k inf]` = k case-class values with one empty mask, counted at the image diagonal "
             "(METRICS.md); `(d/n seeds; …)` = only d of n seeds finished; `failed` / `missing` = no finished seed; "
             "`·` = the method does not run at that budget. 95 % bootstrap CIs are in the CSV.", ""]
-    out += ["### Cost", "", "| method | configuration | train time (s) | parameters | peak memory (MB) |",
-            "|---|---|---:|---:|---:|"]
+    out += ["### Cost", "", "| method | configuration | train time (s) | iterations | labelled iterations | parameters "
+            "| peak memory (MB) |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in sorted(board.rows, key=lambda r: r.label):
         c = r.cost
         params = "—" if math.isnan(c["parameters"]) else f"{int(c['parameters']):,}"
-        out.append(f"| {_esc(r.label)} | {r.configuration} | {fmt(c['train_time_s'], 1)} | {params} | "
-                   f"{fmt(c['peak_memory_mb'], 1)} |")
-    out.append("")
+        out.append(f"| {_esc(r.label)} | {r.configuration} | {fmt(c['train_time_s'], 1)} | {fmt(c.get('iterations'), 0)} | "
+                   f"{fmt(c.get('labelled_iterations'), 0)} | {params} | {fmt(c['peak_memory_mb'], 1)} |")
+    out += ["", "Iterations are means over runs; labelled iterations = steps on a labelled batch (the fair-comparison "
+                "rule: every method that trains on labels runs at least those of `supervised` in the same cell; "
+                "extra unlabelled work shows as train time).", ""]
     machines = board.machines()
     if machines:
         out += [MACHINES_INTRO + _machines_text(machines), ""]
@@ -211,7 +227,8 @@ def board_markdown(board: Board, reported: list[dict] | None = None, plots: dict
 
 
 CSV_COLUMNS_BASE = ["dataset", "preset", "method", "configuration", "family", "oracle", "submitted", "budget",
-                    "status", "seeds_expected", "seeds_done", "seeds_failed", "seeds_missing", "rank", "reference"]
+                    "status", "seeds_expected", "seeds_done", "seeds_failed", "seeds_missing", "rank", "reference",
+                    "distance_unit", "nsd_tau", "nsd_tau_display"]
 
 
 def board_csv_rows(board: Board) -> list[dict]:
@@ -227,7 +244,9 @@ def board_csv_rows(board: Board) -> list[dict]:
                    "submitted": int(r.submitted), "budget": b, "status": c.status,
                    "seeds_expected": len(c.expected), "seeds_done": len(c.done), "seeds_failed": len(c.failed),
                    "seeds_missing": len(c.missing), "rank": "" if c.rank is None else c.rank,
-                   "reference": c.reference or ""}
+                   "reference": c.reference or "", "distance_unit": board.distance_unit,
+                   "nsd_tau": "" if board.nsd_tau is None else f"{board.nsd_tau:.6g}",
+                   "nsd_tau_display": board.nsd_tau_text}
             for m in board.metrics:
                 d = digits[m]
                 lo, hi = c.ci.get(m, (math.nan, math.nan))
@@ -235,7 +254,10 @@ def board_csv_rows(board: Board) -> list[dict]:
                             f"{m}_ci_low": fmt(lo, d), f"{m}_ci_high": fmt(hi, d),
                             f"{m}_p_holm": fmt(c.p_value.get(m), 4), f"{m}_marker": c.marker.get(m, ""),
                             f"{m}_n_inf": c.n_inf.get(m, 0), f"{m}_n_nan": c.n_nan.get(m, 0)})
-            row.update({"train_time_s": fmt(r.cost["train_time_s"], 1),
+            row["plan_hashes"] = " ".join(sorted({str((rec.get("provenance") or {}).get("plan_hash") or "unknown")
+                                                  for rec in c.done.values()}))
+            row.update({"train_time_s": fmt(r.cost["train_time_s"], 1), "iterations": fmt(r.cost.get("iterations"), 0),
+                        "labelled_iterations": fmt(r.cost.get("labelled_iterations"), 0),
                         "parameters": "" if math.isnan(r.cost["parameters"]) else int(r.cost["parameters"]),
                         "peak_memory_mb": fmt(r.cost["peak_memory_mb"], 1)})
             rows.append(row)
@@ -252,7 +274,8 @@ def board_csv(boards: list[Board]) -> str:
                 col = f"{m}_{suffix}"
                 if col not in metric_cols:
                     metric_cols.append(col)
-    cols = CSV_COLUMNS_BASE + metric_cols + ["train_time_s", "parameters", "peak_memory_mb"]
+    cols = CSV_COLUMNS_BASE + metric_cols + ["train_time_s", "iterations", "labelled_iterations", "parameters",
+                                             "peak_memory_mb", "plan_hashes"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", restval="")
     w.writeheader()
@@ -304,6 +327,27 @@ def incomplete_text(boards: list[Board]) -> str:
             "only what finished.")
 
 
+def mixed_plans_text(boards: list[Board], detail: bool = False) -> str:
+    """A warning (markdown) when a board mixes runs made under different plans (plan hash differs:
+    another planner version, re-planned data, a calibrated plan), else ``""``. ``detail`` lists, per
+    plan hash, the cells that ran under it (for a dataset page)."""
+    mixed = [b for b in boards if len(b.plan_hashes()) > 1]
+    if not mixed:
+        return ""
+    parts = []
+    for b in mixed:
+        hashes = ", ".join(f"`{h}` ({n} runs)" for h, n in b.plan_hashes().items())
+        parts.append(f"{b.dataset} ({b.preset}): {hashes}")
+    text = ("**Mixed plans: runs made under different plans are on one board** — " + "; ".join(parts) +
+            ". A plan fixes the schedule, patch and network, so such rows are not comparable; "
+            "`medseg-bench run --rerun` recomputes the grid under the current plan.")
+    if detail:
+        for b in mixed:
+            rows = b.plan_rows()
+            text += "".join(f"\n- plan `{h}`: {', '.join(_esc(x) for x in rows.get(h, []))}" for h in b.plan_hashes())
+    return text
+
+
 def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets: list) -> str:
     """``README.md``: index of datasets and the overall ranking across datasets (per preset)."""
     out = ["# Leaderboards", "",
@@ -314,6 +358,9 @@ def readme_markdown(boards: list[Board], dataset_files: dict[str, str], budgets:
     incomplete = incomplete_text(boards)
     if incomplete:
         out += [incomplete, ""]
+    mixed = mixed_plans_text(boards)
+    if mixed:
+        out += [mixed, ""]
     out += ["## Datasets", "", "| dataset | presets | methods | runs done | test cases | table | CSV |",
             "|---|---|---:|---:|---:|---|---|"]
     for ds in sorted(dataset_files):

@@ -7,11 +7,16 @@
   ensembling for semi-supervised learning", ICLR 2017), :func:`sigmoid_rampup`;
 * input noise for the consistency branch, :func:`input_noise` (the clamped Gaussian of the widely
   used medical mean-teacher code, Yu et al., UA-MT, MICCAI 2019 / SSL4MIS);
-* :func:`cost_scaled_iterations`: bounded wall time per cell on the CPU presets. The ``demo`` and
-  ``quick`` presets size ``num_iterations`` so that supervised steps fill ``time_budget_s``; a
-  teacher–student step costs ``cost_factor`` supervised steps, so these methods run
-  ``num_iterations * wall_time_factor / cost_factor`` iterations there (at most ``num_iterations``;
-  never on ``paper``, and never when the user set ``--iterations``).
+* :func:`unsup_weight`: the unsupervised weight ramped up over a fraction of the run's own length.
+
+Fair comparison (ARCHITECTURE.md, as SSL4MIS and the papers compare): a teacher–student method runs
+exactly the iterations of the cell (``ctx.iterations``, the ones ``supervised`` runs), each with a full
+labelled batch of the plan's batch size; the unlabelled batch and the teacher forward are extra work,
+reported as cost (the method's ``cost_factor`` feeds the runner's estimate; the record holds the
+measured training time), never taken out of training. Ramp-ups are fractions of the run length, so they
+scale with the schedule as in SSL4MIS (Luo, https://github.com/HiLab-git/SSL4MIS,
+``train_mean_teacher_2D.py``: ``sigmoid_rampup(iter // 150, 200)`` over 30,000 iterations, i.e. the
+whole run).
 
 All functions are pure apart from the documented in-place EMA update; randomness comes from torch's
 global generator, which the engine's checkpoints capture (exact resume).
@@ -26,8 +31,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["cost_scaled_iterations", "estimate_cell_cost_s", "ema_decay", "ema_update", "input_noise", "make_teacher", "preset_configuration",
-           "resolve_hparams", "sigmoid_rampup", "softmax_mse", "unsup_weight"]
+__all__ = ["ema_decay", "ema_update", "input_noise", "make_teacher", "resolve_hparams", "sigmoid_rampup",
+           "softmax_mse", "unsup_weight"]
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
@@ -112,33 +117,6 @@ def softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> t
     return ((ps - pt) ** 2).mean()
 
 
-def preset_configuration(ctx) -> dict | None:
-    """The plan's preset configuration block of this cell (``num_iterations``, ``time_budget_s``,
-    ...), or None when the context's plan has none (e.g. the contract check's synthetic plan)."""
-    try:
-        return ctx.plans["presets"][ctx.preset]["configurations"][ctx.configuration]
-    except (KeyError, TypeError):
-        return None
-
-
-def cost_scaled_iterations(ctx, cost_factor: float, wall_time_factor: float | dict = 1.0) -> int:
-    """Iterations for a method whose step costs ``cost_factor`` supervised steps and whose cell may
-    take ``wall_time_factor`` times the supervised cell's training time (a number, or a dict by preset
-    name, e.g. ``{"demo": 1.25, "quick": 2.0}``; a preset missing from the dict: 1.0).
-
-    Applies only when the plan's preset configuration is wall-time sized (has ``time_budget_s``: the
-    CPU presets ``demo``/``quick``) and the run uses the preset's ``num_iterations`` unchanged (an
-    explicit ``--iterations`` different from it is kept). Result:
-    ``max(1, round(n * min(1, wall_time_factor / cost_factor)))`` — never more than the preset's.
-    """
-    n = ctx.iterations
-    cfg = preset_configuration(ctx)
-    if not cfg or not cfg.get("time_budget_s") or cost_factor <= 0 or n != int(cfg.get("num_iterations", -1)):
-        return n
-    wf = wall_time_factor.get(ctx.preset, 1.0) if isinstance(wall_time_factor, dict) else wall_time_factor
-    return max(1, int(round(n * min(1.0, float(wf) / float(cost_factor)))))
-
-
 def resolve_hparams(method, ctx) -> dict:
     """A method's effective hyper-parameters: class defaults < the run's settings (which carry the
     user's overrides, see :func:`~medseg_bench.training.settings.resolve_settings`) < keyword
@@ -148,18 +126,3 @@ def resolve_hparams(method, ctx) -> dict:
     out.update({k: ctx.settings[k] for k in cls_h if k in ctx.settings})
     out.update(getattr(method, "_init_overrides", {}))
     return out
-
-
-def estimate_cell_cost_s(hparams: dict, plans: dict, preset: str, config: str) -> float:
-    """Rough training wall time (s) of a cell of a teacher–student method, for the benchmark runner's
-    ordering/ETA (:func:`medseg_bench.bench.grid.estimate_cost_s`): the plan's supervised estimate
-    ``num_iterations * step_time_estimate_s`` times ``min(cost_factor, wall_time_factor)`` on the
-    wall-time-sized presets (see :func:`cost_scaled_iterations`), times ``cost_factor`` otherwise."""
-    cfg = ((plans.get("presets", {}).get(preset, {}) or {}).get("configurations", {}) or {}).get(config, {}) or {}
-    base = max(1.0, float(cfg.get("num_iterations", 0) or 0) * float(cfg.get("step_time_estimate_s", 0) or 0))
-    cost = float(hparams.get("cost_factor", 1.0))
-    if cfg.get("time_budget_s"):
-        wf = hparams.get("wall_time_factor", 1.0)
-        wf = wf.get(preset, 1.0) if isinstance(wf, dict) else wf
-        cost = min(cost, float(wf))
-    return base * cost

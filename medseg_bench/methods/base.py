@@ -55,6 +55,11 @@ class Method:
             others after it, so no worker computes a stage twice or waits on another's lock.
         hparams: training defaults overriding the engine's (see
             :data:`medseg_bench.training.settings.ENGINE_DEFAULTS`): optimiser, lr, schedule, ...
+        cost_factor: a training step's cost in steps of ``supervised`` (e.g. 2.3 for a teacher-student
+            step on a labelled and an unlabelled batch), for the runner's cost estimate only. Fair
+            comparison: a method that trains on labels runs at least the cell's iterations
+            (``ctx.iterations``, what ``supervised`` runs) with the plan's labelled batch size; extra
+            work is cost, never fewer labelled iterations.
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +75,7 @@ class Method:
     trains: ClassVar[bool] = True
     shared_stages: ClassVar[tuple] = ()
     hparams: ClassVar[dict] = {}
+    cost_factor: ClassVar[float] = 1.0
 
     def __init__(self, **overrides):
         self.hparams = {**type(self).hparams, **overrides}
@@ -83,6 +89,12 @@ class Method:
         """The ``method_info`` block of a result record."""
         return {"family": cls.family, "citation": cls.citation, "needs_labels": cls.needs_labels,
                 "uses_unlabelled": cls.uses_unlabelled, "oracle": cls.oracle, "class_rule": cls.class_rule}
+
+    @classmethod
+    def applies_to(cls, plans: dict) -> bool:
+        """Whether the method can run on the dataset of ``plans`` (default True; e.g. a method
+        that needs RGB images says False for grey ones). Benchmark grids skip the others."""
+        return True
 
     @classmethod
     def recommended_configuration(cls, plans: dict, preset: str) -> str | None:

@@ -37,10 +37,12 @@ __all__ = [
 ]
 
 HD95_MODES = ("max", "pooled")
-DEFAULT_NSD_TOLERANCE = 2.0
+DEFAULT_NSD_TOLERANCE = 2.0  # NSD tau in voxels of the finest axis when a caller gives none (METRICS.md)
 # row entries a query may scan (~0.5-1 ns each) before a KD-tree over the target points (~1-3 us a
-# query) answers it instead: only queries far from the other surface get there
-_MAX_ROW_WORK = 1500
+# query, ~10 us far from the surface) answers it instead: only queries far from the other surface get
+# there. 6000 (was 1500; issue 22): 2D 2048² shifted 34-38 -> 24 ms single-threaded CPU, 3D 256³
+# unchanged or a little faster (benchmarks/README.md); both paths are exact, so values do not change
+_MAX_ROW_WORK = 6000
 
 
 def _as_mask(x, name: str) -> np.ndarray:
@@ -234,19 +236,29 @@ def _metrics_from_distances(d_ab: np.ndarray, d_ba: np.ndarray, tolerance: float
     return SurfaceMetrics(hd, hd95, hd95_pooled, assd, nsd, float(tolerance), na, nb)
 
 
-def surface_metrics(pred, ref, spacing=None, tolerance: float = DEFAULT_NSD_TOLERANCE) -> SurfaceMetrics:
+def _finest_spacing(spacing, ndim: int) -> float:
+    """The smallest voxel size (spacing units) of ``spacing`` (None: 1; a scalar: isotropic)."""
+    if spacing is None:
+        return 1.0
+    return float(np.min(np.broadcast_to(np.asarray(spacing, float), (max(ndim, 1),))))
+
+
+def surface_metrics(pred, ref, spacing=None, tolerance: float | None = None) -> SurfaceMetrics:
     """HD, HD95 (both modes), ASSD and NSD at ``tolerance`` from one surface-distance computation.
 
     Args:
         pred, ref: 2D or 3D masks of the same shape (nonzero = foreground).
         spacing: voxel size per axis in numpy axis order (scalar = isotropic); default 1.
-        tolerance: NSD tolerance tau in spacing units (default 2.0; a point counts when its distance
-            is <= tau).
+        tolerance: NSD tolerance tau in spacing units (a point counts when its distance is <= tau);
+            None: :data:`DEFAULT_NSD_TOLERANCE` (2) voxels of the finest axis, e.g. 1 µm on 0.5 µm/px
+            histology (``METRICS.md``: tau is per dataset; ``evaluate_folder`` sets it).
 
     Returns:
         :class:`SurfaceMetrics`. Both masks empty: every metric NaN; exactly one empty: distances
         ``+inf`` and NSD 0.
     """
+    if tolerance is None:
+        tolerance = DEFAULT_NSD_TOLERANCE * _finest_spacing(spacing, np.ndim(pred))
     if not tolerance >= 0:
         raise ValueError(f"NSD tolerance must be >= 0, got {tolerance!r}")
     d_ab, d_ba = _both_directions(pred, ref, spacing)
@@ -280,8 +292,9 @@ def assd(pred, ref, spacing=None) -> float:
     return surface_metrics(pred, ref, spacing).assd
 
 
-def nsd(pred, ref, spacing=None, tolerance: float = DEFAULT_NSD_TOLERANCE) -> float:
-    """Normalised surface Dice at ``tolerance`` (spacing units): share of both surfaces within tau of the other.
+def nsd(pred, ref, spacing=None, tolerance: float | None = None) -> float:
+    """Normalised surface Dice at ``tolerance`` (spacing units; None: two voxels of the finest axis):
+    share of both surfaces within tau of the other.
 
     NaN when both masks are empty, 0 when exactly one is.
     """

@@ -36,7 +36,9 @@ import numpy as np
 from ._aggregate import aggregate_with_failures, decode_value, encode_value, image_diagonal
 from ._instance import INSTANCE_METRICS, instance_metrics
 from ._overlap import dice_iou_from_counts, overlap_counts
+from ._parallel import plan_processes, set_worker_threads
 from ._surface import DEFAULT_NSD_TOLERANCE, surface_metrics
+from .tolerance import display_unit, resolve_tolerance, tolerance_text
 
 __all__ = [
     "CLASS_METRICS",
@@ -58,7 +60,8 @@ class EvaluationError(ValueError):
     """Inputs that cannot be evaluated; the message names the case(s) and the problem."""
 
 
-def metric_definitions(tolerance: float = DEFAULT_NSD_TOLERANCE) -> dict:
+def metric_definitions(tolerance: float = DEFAULT_NSD_TOLERANCE, tau_source: str = "caller",
+                       finest_spacing: float | None = None) -> dict:
     """What every number in an evaluation record means (stored in ``summary.json``)."""
     return {
         "units": "distances in the images' spacing units (mm for medical volumes, px for 2D images without spacing)",
@@ -72,6 +75,10 @@ def metric_definitions(tolerance: float = DEFAULT_NSD_TOLERANCE) -> dict:
         "nsd": {
             "definition": "share of both surfaces' points within tau of the other surface (distance <= tau)",
             "tau": tolerance,
+            "tau_unit": "spacing units",
+            "tau_source": tau_source,
+            "tau_display": tolerance_text(tolerance, finest_spacing),
+            "distance_display_unit": display_unit(finest_spacing)[0],
         },
         "empty_masks": "both empty: nan (left out of means, counted); exactly one empty: inf (nsd 0)",
         "non_finite_in_json": "stored as the strings 'inf' and 'nan'",
@@ -114,7 +121,7 @@ def evaluate_case(
     ref,
     spacing,
     labels: Mapping,
-    tolerance: float = DEFAULT_NSD_TOLERANCE,
+    tolerance: float | None = None,
     pred_inst=None,
     ref_inst=None,
 ) -> dict:
@@ -125,7 +132,7 @@ def evaluate_case(
         spacing: voxel size per axis (spacing units), or None for 1.
         labels: ``{class name: value or list of values (a region)}``; background (0) and ``ignore``
             are not scored.
-        tolerance: NSD tau in spacing units.
+        tolerance: NSD tau in spacing units (None: two voxels of the finest axis).
         pred_inst, ref_inst: optional instance maps (0 = background).
 
     Returns:
@@ -263,7 +270,7 @@ def evaluate_folder(
     out_dir=None,
     spacing_override=None,
     num_workers: int = 1,
-    tolerance: float = DEFAULT_NSD_TOLERANCE,
+    tolerance: float | None = None,
     default_spacing=None,
     verbose: bool = False,
 ) -> dict:
@@ -279,8 +286,13 @@ def evaluate_folder(
             both are given, instance metrics are added per case.
         out_dir: where ``summary.json``, ``per_case.csv`` and ``summary.csv`` go (None: not written).
         spacing_override: spacing (numpy axis order) used for every case instead of the files'.
-        num_workers: processes (1 = in this process; the metric kernels use all cores either way).
-        tolerance: NSD tau in spacing units.
+        num_workers: processes; 1 = in this process with its numba threads (what a benchmark cell,
+            already one single-threaded worker per core, wants); 0 = auto: in this process with one
+            numba thread per core; N > 1: N processes with ``cores // N`` threads each. Processes x
+            threads never exceed the cores (:func:`~._parallel.plan_processes`); what was used is in
+            the summary's ``"parallelism"``.
+        tolerance: NSD tau in spacing units (dataset.json's ``nsd_tolerance``); None: 2 x the median
+            finest-axis spacing of the reference cases (:mod:`medseg_bench.metrics.tolerance`).
         default_spacing: spacing for PNG/TIFF files without a sidecar (dataset.json's ``spacing``).
 
     Returns:
@@ -317,6 +329,12 @@ def evaluate_folder(
             )
         inst = (ipred, iref)
     allowed = _label_values(labels)
+    spacings = _reference_spacings(list(refs.values()), spacing_override, default_spacing)
+    try:
+        tolerance, tau_source = resolve_tolerance(tolerance, spacings)
+    except ValueError as exc:
+        raise EvaluationError(f"{ref_dir}: {exc}") from exc
+    finest = float(np.median([min(s) for s in spacings]))
     jobs = [
         {
             "case": c,
@@ -332,22 +350,49 @@ def evaluate_folder(
         }
         for c, f in refs.items()
     ]
-    if num_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=get_context("spawn")) as ex:
+    procs, threads, cores = plan_processes(num_workers, len(jobs))
+    if procs > 1:
+        with ProcessPoolExecutor(procs, mp_context=get_context("spawn"), initializer=set_worker_threads,
+                                 initargs=(threads,)) as ex:
             per_case = list(ex.map(_evaluate_one, jobs))
     else:
-        per_case = []
-        for j in jobs:
-            per_case.append(_evaluate_one(j))
-            if verbose:
-                print(f"  evaluated {j['case']}", file=sys.stderr)
-    summary = _summarise(per_case, labels, float(tolerance))
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            per_case = []
+            for j in jobs:
+                per_case.append(_evaluate_one(j))
+                if verbose:
+                    print(f"  evaluated {j['case']}", file=sys.stderr)
+        finally:
+            numba.set_num_threads(before)
+    summary = _summarise(per_case, labels, float(tolerance), tau_source, finest)
+    summary["parallelism"] = {"processes": procs, "numba_threads_per_process": threads, "cores": cores}
     if out_dir is not None:
         write_summary(summary, out_dir)
     return summary
 
 
-def _summarise(per_case: list[dict], labels: Mapping, tolerance: float) -> dict:
+def _reference_spacings(ref_files: list[Path], spacing_override, default_spacing) -> list[tuple]:
+    """Spacing (numpy axis order) of every reference case, from the file headers (for tau)."""
+    from medseg_bench.io import ImageReadError
+    from medseg_bench.io.image import read_image_header
+
+    if spacing_override is not None:
+        return [tuple(float(x) for x in spacing_override)] * len(ref_files)
+    out = []
+    for f in ref_files:
+        try:
+            out.append(tuple(float(x) for x in read_image_header(f, default_spacing)[1].spacing))
+        except ImageReadError as exc:
+            raise EvaluationError(f"{f}: cannot read the header ({exc})") from exc
+    return out
+
+
+def _summarise(per_case: list[dict], labels: Mapping, tolerance: float, tau_source: str = "caller",
+               finest: float | None = None) -> dict:
     diag = [c["diagonal"] for c in per_case]
     mean, fails = {}, {}
     for name in _scored_classes(labels):
@@ -358,7 +403,8 @@ def _summarise(per_case: list[dict], labels: Mapping, tolerance: float) -> dict:
             fails[name][m] = {"inf": agg.n_inf, "nan": agg.n_nan}
     fg = {m: _nanmean([mean[n][m] for n in mean]) for m in CLASS_METRICS}
     summary = {
-        "metric_definitions": metric_definitions(tolerance),
+        "metric_definitions": metric_definitions(tolerance, tau_source, finest),
+        "nsd_tolerance": tolerance,
         "labels": dict(labels),
         "n_cases": len(per_case),
         "per_case": per_case,
@@ -425,11 +471,11 @@ def write_summary(summary: dict, out_dir) -> None:
     rows, has_inst = [], False
     for c in summary["per_case"]:
         for name, vals in c["classes"].items():
-            rows.append({"case": c["case"], "class": name, **vals})
+            rows.append({"case": c["case"], "class": name, **vals, "nsd_tau": summary["nsd_tolerance"]})
         if "instance" in c:
             has_inst = True
             rows.append({"case": c["case"], "class": "instances", **c["instance"]})
-    cols = ["case", "class", *CLASS_METRICS, *_COUNT_KEYS]
+    cols = ["case", "class", *CLASS_METRICS, "nsd_tau", *_COUNT_KEYS]
     if has_inst:
         cols += [*INSTANCE_METRICS, "tp", "fp", "fn"]
     _atomic_write(out / "per_case.csv", _csv_text(rows, cols))
@@ -442,11 +488,12 @@ def write_summary(summary: dict, out_dir) -> None:
             "n": n_cases - summary["n_failures"][name][m]["nan"],
             "n_inf": summary["n_failures"][name][m]["inf"],
             "n_nan": summary["n_failures"][name][m]["nan"],
+            "nsd_tau": summary["nsd_tolerance"] if m == "nsd" else "",
         }
         for name, ms in summary["mean"].items()
         for m, v in ms.items()
     ]
-    _atomic_write(out / "summary.csv", _csv_text(srows, ["class", "metric", "mean", "n", "n_inf", "n_nan"]))
+    _atomic_write(out / "summary.csv", _csv_text(srows, ["class", "metric", "mean", "n", "n_inf", "n_nan", "nsd_tau"]))
 
 
 def load_summary(path) -> dict:
@@ -456,9 +503,17 @@ def load_summary(path) -> dict:
 
 def format_summary(summary: dict) -> str:
     """A short plain-text table of the per-class means (and instance means) with failure counts."""
-    tau = summary["metric_definitions"]["nsd"]["tau"]
-    head = f"{'class':<20} {'Dice':>7} {'IoU':>7} {'HD95':>9} {'ASSD':>9} {'NSD@' + format(tau, 'g'):>8}  failures(inf/nan)"
-    lines = [f"{summary['n_cases']} case(s); distances in spacing units; HD95 = max of directed P95", head]
+    nd = summary["metric_definitions"]["nsd"]
+    tau = nd["tau"]
+    shown = f" = {nd['tau_display']}" if "tau_display" in nd else ""
+    head = f"{'class':<20} {'Dice':>7} {'IoU':>7} {'HD95':>9} {'ASSD':>9} {'NSD':>8}  failures(inf/nan)"
+    lines = [f"{summary['n_cases']} case(s); distances in spacing units; HD95 = max of directed P95; "
+             f"NSD at tau = {tau:g} spacing units{shown} ({nd.get('tau_source', 'caller')})"]
+    par = summary.get("parallelism")
+    if par:
+        lines.append(f"evaluated with {par['processes']} process(es) x {par['numba_threads_per_process']} numba "
+                     f"thread(s) on {par['cores']} core(s)")
+    lines.append(head)
     for name, ms in summary["mean"].items():
         if name == "instance":
             continue
@@ -486,8 +541,8 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
-def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=None) -> int:
-    """Entry point of ``medseg-bench evaluate PRED_DIR REF_DIR [--dataset-json F] [--out DIR]``.
+def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=None, workers: int = 0) -> int:
+    """Entry point of ``medseg-bench evaluate PRED_DIR REF_DIR [--dataset-json F] [--out DIR] [--workers N]``.
 
     Labels, file ending, default 2D spacing and ``instance_labels`` come from ``dataset_json``
     (default: ``REF_DIR/../dataset.json`` when it exists; otherwise labels are inferred). Instance
@@ -523,6 +578,8 @@ def main_evaluate(pred_dir, ref_dir, dataset_json=None, out_dir=None, workdir=No
             instance_ref_dir=iref,
             out_dir=out_dir if out_dir is not None else pred_dir,
             default_spacing=tuple(spacing) if spacing else None,
+            tolerance=meta.get("nsd_tolerance"),
+            num_workers=workers,
         )
     except (EvaluationError, ImageReadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 ``train_cell`` is the API the runner and ``medseg-bench train`` call (notes/contracts.md). A cell's
 folder is ``<workdir>/runs/<ds>/<preset>/<config>/<method>/budget_<b>/seed_<s>/`` and holds
 ``config.json`` (the exact settings, cell and provenance inputs), ``plans.json`` (the plan it ran
-with), checkpoints, ``train_log.jsonl``, ``pred/`` (+ ``pred_instances/``), ``evaluation/``,
+with), checkpoints, ``train_log.jsonl``, ``loss_curve.json``, ``pred/`` (+ ``pred_instances/``), ``evaluation/``,
 ``metrics.json``, ``record.json`` and, written last, the done-marker ``DONE``.
 """
 
@@ -36,7 +36,7 @@ from .loop import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from .provenance import environment, git_commit, peak_memory_mb
 from .settings import choose_device, resolve_settings, set_threads
 
-__all__ = ["RECORD_VERSION", "ensure_prepared", "load_trained", "train_cell"]
+__all__ = ["RECORD_VERSION", "ensure_prepared", "load_trained", "train_cell", "training_summary"]
 
 RECORD_VERSION = 1
 
@@ -250,8 +250,9 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
                           train_time_s=round(train_time, 2), inference_time_s=round(time.perf_counter() - t1, 2),
                           resumed_from=resumed_from,
                           parameters=count_parameters(*method.networks.values()), peak_memory_mb=peak_memory_mb(dev),
-                          iterations=ctx.iterations if method_cls.trains else 0)
-        record.update(status="done", metrics=metrics)
+                          iterations=ctx.iterations if method_cls.trains else 0,
+                          labelled_iterations=_labelled_iterations(ctx.loops))
+        record.update(status="done", metrics=metrics, training=training_summary(ctx.loops))
         _write_json(run_dir / "record.json", record)
         (run_dir / ".DONE.tmp").write_text(_now() + "\n")
         os.replace(run_dir / ".DONE.tmp", run_dir / "DONE")
@@ -263,6 +264,23 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
             _write_json(run_dir / "record.json", record)
         finally:
             raise
+
+
+def _labelled_iterations(loops: list) -> int:
+    """Steps on a labelled batch over every engine loop of the cell (0 for methods without a loop)."""
+    return int(sum(loop.get("labelled_iterations") or 0 for loop in loops))
+
+
+def training_summary(loops: list) -> dict | None:
+    """The record's ``training`` block: the loss curve and convergence check of the cell's last engine
+    loop (the one that produced the predicting network), and a short entry per loop (stage name,
+    iterations, labelled iterations, convergence); None for a method without a training loop."""
+    if not loops:
+        return None
+    last = loops[-1]
+    return {"stage": last["stage"], "iterations": last["iterations"], "window_iterations": last["window_iterations"],
+            "loss_curve": last["loss_curve"], "convergence": last["convergence"],
+            "loops": [{k: loop[k] for k in ("stage", "iterations", "labelled_iterations", "convergence")} for loop in loops]}
 
 
 def _predict_and_evaluate(method, ctx, raw: RawDataset, test_ids: list[str], run_dir: Path) -> dict:
@@ -299,6 +317,7 @@ def _predict_and_evaluate(method, ctx, raw: RawDataset, test_ids: list[str], run
         kwargs = {"instance_pred_dir": pred_inst,
                   "instance_ref_dir": _reference_folder(cases, run_dir / "reference" / "instances", "instance_file")}
     evaluate_folder(pred, ref, labels=raw.labels, file_ending=raw.file_ending, out_dir=run_dir / "evaluation",
+                    tolerance=raw.meta.get("nsd_tolerance"),
                     default_spacing=raw.spacing, **kwargs)
     shutil.copyfile(run_dir / "evaluation" / "summary.json", run_dir / ".metrics.json.tmp")
     os.replace(run_dir / ".metrics.json.tmp", run_dir / "metrics.json")

@@ -64,6 +64,8 @@ class RunContext:
         case_id: the case being predicted, set by the engine before each test case's
             ``predict_probabilities`` (None otherwise, e.g. for a folder of new images); an oracle
             method (``Method.oracle``) reads that case's reference label through it.
+        loops: the summaries of the engine loops run so far (iterations, labelled iterations, loss
+            curve and convergence check; see :func:`medseg_bench.training.loop.run_loop`).
     """
 
     settings: dict
@@ -83,6 +85,7 @@ class RunContext:
     deterministic: bool = True
     iteration: int = 0
     case_id: str | None = None
+    loops: list = field(default_factory=list)
     _loss: object = field(default=None, repr=False)
     _scaler: object = field(default=None, repr=False)
 

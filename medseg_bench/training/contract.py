@@ -3,7 +3,8 @@ right shape and labels, resumes from a checkpoint exactly, and opens no label fi
 
 ``check_method_contract(method_cls, tmp_dir)`` is what the test suite runs for every registered
 method (tests/methods/test_method_contract.py) and what a submission can be validated with. The
-synthetic data follows the preprocessed-cache layout (notes/contracts.md): discs/balls on noise.
+synthetic data follows the preprocessed-cache layout (notes/contracts.md): discs/balls on noise; a method
+whose ``applies_to(plans)`` rule refuses grey images but takes RGB ones (PSM) gets H&E-like RGB discs.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from .context import RunContext
 from .loop import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from .settings import resolve_settings
 
-__all__ = ["ContractError", "check_method_contract", "synthetic_context", "synthetic_preprocessed"]
+__all__ = ["ContractError", "check_method_contract", "needs_rgb", "synthetic_context", "synthetic_plans",
+           "synthetic_preprocessed"]
 
 
 class ContractError(AssertionError):
     """A method broke the plugin contract; the message says which part."""
 
 
-def synthetic_preprocessed(folder: Path, n_cases: int = 6, shape=(40, 40), volume: bool = False, seed: int = 0) -> list[str]:
+def synthetic_preprocessed(folder: Path, n_cases: int = 6, shape=(40, 40), volume: bool = False, seed: int = 0,
+                           rgb: bool = False) -> list[str]:
     """Write ``n_cases`` preprocessed cases (one bright disc, or ball with ``volume``, on noise;
-    label = the disc) into ``folder``; returns the case ids."""
+    label = the disc) into ``folder``; returns the case ids. ``rgb``: 3 channels in [0, 1], a dark
+    purple disc on pink (an H&E-like ``rgb01`` image) instead of one intensity channel."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +45,12 @@ def synthetic_preprocessed(folder: Path, n_cases: int = 6, shape=(40, 40), volum
         centre = [rng.uniform(s * 0.3, s * 0.7) for s in full]
         r = rng.uniform(4, 8)
         seg = (sum((g - c) ** 2 for g, c in zip(grids, centre)) < r * r).astype(np.int16)
-        img = (seg * 2.0 + rng.normal(0, 0.6, size=full)).astype(np.float32)[None]
+        if rgb:
+            colour = np.where(seg[None] > 0, np.array([0.4, 0.2, 0.6]).reshape(3, *([1] * len(full))),
+                              np.array([0.9, 0.6, 0.8]).reshape(3, *([1] * len(full))))
+            img = np.clip(colour + rng.normal(0, 0.05, size=(3, *full)), 0, 1).astype(np.float32)
+        else:
+            img = (seg * 2.0 + rng.normal(0, 0.6, size=full)).astype(np.float32)[None]
         cid = f"case_{i:03d}"
         np.save(folder / f"{cid}.npy", img)
         np.save(folder / f"{cid}_seg.npy", seg)
@@ -50,13 +59,13 @@ def synthetic_preprocessed(folder: Path, n_cases: int = 6, shape=(40, 40), volum
     return ids
 
 
-def _tiny_preset_config(patch, iterations: int) -> dict:
+def _tiny_preset_config(patch, iterations: int, in_channels: int = 1) -> dict:
     dims = len(patch)
     return {
         "patch_size": list(patch),
         "batch_size": 2,
         "num_iterations": iterations,
-        "network": {"spatial_dims": dims, "in_channels": 1, "out_channels": 2, "kernel_size": [[3] * dims] * 3,
+        "network": {"spatial_dims": dims, "in_channels": in_channels, "out_channels": 2, "kernel_size": [[3] * dims] * 3,
                     "strides": [[1] * dims, [2] * dims, [2] * dims], "filters": [4, 8, 16]},
         "augmentation": {"mirror_axes": list(range(dims)),
                          "spatial": {"p_rotation": 0.2, "rotation": {"x": [-0.3, 0.3], "y": [-0.3, 0.3], "z": [-0.3, 0.3]},
@@ -64,17 +73,28 @@ def _tiny_preset_config(patch, iterations: int) -> dict:
     }
 
 
+def synthetic_plans(dims: int, rgb: bool = False) -> dict:
+    """The plan fields a method may read on synthetic data (one grey channel, or RGB)."""
+    return {"labels": {"background": 0, "blob": 1}, "dims": dims, "instance_labels": False,
+            "num_channels": 3 if rgb else 1, "rgb": bool(rgb)}
+
+
+def needs_rgb(method_cls, dims: int) -> bool:
+    """True for a method whose ``applies_to`` rule refuses grey synthetic data but takes RGB."""
+    hook = getattr(method_cls, "applies_to", None)
+    return callable(hook) and not hook(synthetic_plans(dims)) and bool(hook(synthetic_plans(dims, rgb=True)))
+
+
 def synthetic_context(method_cls, folder, ids: list[str], run_dir: Path, patch=(32, 32), iterations: int = 4,
-                      checkpoint_every: int = 2, workdir=None) -> RunContext:
+                      checkpoint_every: int = 2, workdir=None, rgb: bool = False) -> RunContext:
     """A :class:`RunContext` on :func:`synthetic_preprocessed` data: 4 labelled cases (none for
     label-free methods), the other cases as the unlabelled pool."""
     from ..data import PreprocessedFolder
 
-    settings = resolve_settings(_tiny_preset_config(patch, iterations), method_cls.hparams,
+    settings = resolve_settings(_tiny_preset_config(patch, iterations, 3 if rgb else 1), method_cls.hparams,
                                 {"iterations": iterations, "checkpoint_every": checkpoint_every, "log_every": 1})
     labelled = [] if method_cls.budgets == "zero_only" or not method_cls.needs_labels else ids[:4]
-    return RunContext(settings=settings, plans={"labels": {"background": 0, "blob": 1}, "dims": len(patch),
-                                                "instance_labels": False, "num_channels": 1},
+    return RunContext(settings=settings, plans=synthetic_plans(len(patch), rgb),
                       configuration=f"{len(patch)}d", preset="quick", device=torch.device("cpu"), dataset="synthetic",
                       budget=len(labelled), seed=0, run_dir=Path(run_dir), workdir=workdir,
                       folder=PreprocessedFolder(folder), labelled_ids=labelled, unlabelled_ids=ids[4:], progress=False)
@@ -157,14 +177,15 @@ def check_method_contract(method_cls, tmp_dir, dims: int = 2) -> None:
     volume = dims == 3
     patch = (8, 16, 16) if volume else (32, 32)
     shape = (24, 24) if volume else (40, 40)
-    ids = synthetic_preprocessed(tmp_dir / "pre", shape=shape, volume=volume)
+    rgb = needs_rgb(method_cls, dims)
+    ids = synthetic_preprocessed(tmp_dir / "pre", shape=shape, volume=volume, rgb=rgb)
     from ..workdir import Workdir
 
     wd = Workdir(tmp_dir / "work")
 
     # 1. trains, opening only its budget's label files
     opened: list[str] = []
-    ctx = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_ref", patch, workdir=wd)
+    ctx = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_ref", patch, workdir=wd, rgb=rgb)
     with _label_spy(opened):
         ref, _ = _fit(method_cls, ctx)
     allowed = {f"{c}_seg.npy" for c in ctx.labelled_ids}
@@ -196,7 +217,7 @@ def check_method_contract(method_cls, tmp_dir, dims: int = 2) -> None:
     #    ctx.stage_dir (Method.shared_stages) would otherwise just load the reference run's stage;
     #    here the stage itself is killed and resumed (its checkpoint lives in the stage folder).
     wd2 = Workdir(tmp_dir / "work_resumed")
-    ctx2 = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch, workdir=wd2)
+    ctx2 = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch, workdir=wd2, rgb=rgb)
     try:
         _fit(method_cls, ctx2, kill_at=3)
     except _Kill:
@@ -210,7 +231,7 @@ def check_method_contract(method_cls, tmp_dir, dims: int = 2) -> None:
     torch.manual_seed(1234)
     np.random.seed(1234)
     resumed, info = _fit(method_cls, synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch,
-                                                       workdir=wd2))
+                                                       workdir=wd2, rgb=rgb))
     a, b = _weights(ref), _weights(resumed)
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     if diff:

@@ -6,6 +6,11 @@ Every ``checkpoint_every`` iterations and at the end it writes a checkpoint with
 streams' and RNGs' states; with ``resume=True`` a run killed at any point continues from its last
 checkpoint and produces exactly what the uninterrupted run would have (in-process data loading is
 deterministic; see :mod:`medseg_bench.data.loader`).
+
+Every loop also keeps its training-loss curve (:class:`~medseg_bench.training.curve.LossCurve`, in
+the checkpoints too), writes it to ``loss_curve.json`` beside ``train_log.jsonl``, and appends its
+summary (iterations, labelled iterations, curve, convergence check) to ``ctx.loops``, which the cell's
+record carries.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from pathlib import Path
 import torch
 
 from ..data import BatchStream, load_training_cases
+from ..planning.plans_file import write_json_atomic
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .curve import LossCurve
 from .runlog import RunLogger
 
 __all__ = ["CHECKPOINT_FINAL", "CHECKPOINT_LATEST", "build_streams", "run_loop"]
@@ -83,16 +90,22 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
             on every image without labels).
 
     Returns:
-        ``{"iterations", "train_time_s", "resumed_from", "final_checkpoint"}``.
+        ``{"iterations", "labelled_iterations", "train_time_s", "resumed_from", "final_checkpoint",
+        "stage", "window_iterations", "loss_curve", "convergence"}`` (``labelled_iterations``: the
+        steps that trained on a labelled batch; ``stage``: ``out_dir``'s name), also appended to
+        ``ctx.loops``.
     """
     out_dir = Path(out_dir or ctx.run_dir)
     total = ctx.iterations if iterations is None else int(iterations)
     final_path, latest_path = out_dir / CHECKPOINT_FINAL, out_dir / CHECKPOINT_LATEST
+    curve = LossCurve(total)
     if resume and final_path.is_file():
         state = load_checkpoint(final_path, map_location=ctx.device)
         method.load_state_dict(state["method"])
-        return {"iterations": state["iteration"], "train_time_s": state.get("train_time_s", 0.0),
-                "resumed_from": state["iteration"], "final_checkpoint": str(final_path)}
+        if state.get("loss_curve"):
+            curve.load_state_dict(state["loss_curve"])
+        return _summary(ctx, out_dir, curve, state["iteration"], state.get("labelled_iterations"),
+                        state.get("train_time_s", 0.0), state["iteration"], final_path)
     ls, us = build_streams(method, ctx, labelled_ids, unlabelled_ids)
     start, elapsed = 0, 0.0
     if resume and latest_path.is_file():
@@ -104,6 +117,8 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
             us.load_state_dict(state["streams"]["unlabelled"])
         restore_rng(state["rng"])
         start, elapsed = int(state["iteration"]), float(state.get("train_time_s", 0.0))
+        if state.get("loss_curve"):
+            curve.load_state_dict(state["loss_curve"])
     s = ctx.settings
     every, log_every = int(s.get("checkpoint_every") or 0), max(1, int(s.get("log_every") or 1))
     tb = out_dir / "tensorboard" if s.get("tensorboard") else None
@@ -118,6 +133,8 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
             "rng": capture_rng(),
             "train_time_s": elapsed,
             "settings": s,
+            "loss_curve": curve.state_dict(),
+            "labelled_iterations": iteration if ls is not None else 0,
         })
 
     _maybe_compile(method, ctx, total - start)
@@ -135,6 +152,7 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
             if opt is not None:
                 losses.setdefault("lr", opt.param_groups[0]["lr"])
             done = it + 1
+            curve.add(done, losses.get("loss", math.nan))
             logger.step(done, losses, write=done % log_every == 0 or done == total)
             now = time.perf_counter()
             elapsed += now - t_last
@@ -150,4 +168,15 @@ def run_loop(method, ctx, out_dir: Path | None = None, iterations: int | None = 
         method.train(False)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    return {"iterations": total, "train_time_s": elapsed, "resumed_from": start, "final_checkpoint": str(final_path)}
+    return _summary(ctx, out_dir, curve, total, total if ls is not None else 0, elapsed, start, final_path)
+
+
+def _summary(ctx, out_dir: Path, curve: LossCurve, iterations: int, labelled: int | None, train_time: float,
+             resumed_from: int, final_path: Path) -> dict:
+    """The loop's summary (see :func:`run_loop`); written to ``loss_curve.json`` and added to ``ctx.loops``."""
+    out = {"stage": out_dir.name, "iterations": int(iterations),
+           "labelled_iterations": None if labelled is None else int(labelled), "train_time_s": float(train_time),
+           "resumed_from": int(resumed_from), "final_checkpoint": str(final_path), **curve.summary()}
+    write_json_atomic(out_dir / "loss_curve.json", {k: v for k, v in out.items() if k != "final_checkpoint"})
+    ctx.loops.append(out)
+    return out

@@ -295,3 +295,35 @@ def test_progress_bar_shows_how_many_cells_are_running(tmp_path):
     assert summary.ok and "cells: 4/4" in out
     assert "running 2" in out  # the count once a wave of two is submitted, not the gap between two cells
     assert out.count("  done   ") == 4
+
+
+def test_finished_cells_under_another_plan_are_reported(wd):
+    """A re-planned dataset (new planner rules, new plan hash): its finished cells are skipped as usual,
+    but the runner says they were made under another plan instead of mixing them in silently."""
+    from medseg_bench.planning.plans_file import record_plan_hash
+
+    summary, cells = _run(wd, workers=0, datasets=["toy_a"], budgets=[2])
+    assert summary.ok
+    plans = json.loads((wd / "preprocessed" / "toy_a" / "plans.json").read_text())
+    for c in cells:  # the fake engine records no plan hash: stamp the current one, and an old one on one cell
+        rec = json.loads((c.run_dir(wd) / "record.json").read_text())
+        rec["provenance"]["plan_hash"] = record_plan_hash(plans) if c is not cells[0] else "0123456789abcdef"
+        (c.run_dir(wd) / "record.json").write_text(json.dumps(rec))
+    out = []
+
+    class Log:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            pass
+
+    for dry in (True, False):
+        out.clear()
+        again, _ = run_benchmark(wd, datasets=["toy_a"], budgets=[2], preset="demo", cell_fn=fake_cell_fn,
+                                 prepare_fn=fake_prepare, method_classes=METHODS, progress=True, leaderboard=False,
+                                 workers=0, stream=Log(), dry_run=dry)
+        text = "".join(out)
+        assert "1 finished cell(s) of toy_a were made under another plan (plan hash 0123456789abcdef; here " in text
+        assert "--rerun" in text
+    assert again.skipped == len(cells)

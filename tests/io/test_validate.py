@@ -36,6 +36,20 @@ def test_malformed_dataset_json(tiny_3d):
     assert name == "dataset.json" and msg.startswith("malformed JSON")
 
 
+@pytest.mark.parametrize("value", [-1.0, 0, "1 mm", None, True])
+def test_invalid_nsd_tolerance(tiny_3d, value):
+    meta = json.loads((tiny_3d / "dataset.json").read_text())
+    (tiny_3d / "dataset.json").write_text(json.dumps({**meta, "nsd_tolerance": value}))
+    name, msg = only(tiny_3d)
+    assert name == "dataset.json" and msg.startswith("nsd_tolerance must be") and repr(value) in msg
+
+
+def test_valid_nsd_tolerance(tiny_3d):
+    meta = json.loads((tiny_3d / "dataset.json").read_text())
+    (tiny_3d / "dataset.json").write_text(json.dumps({**meta, "nsd_tolerance": 1.5}))
+    assert messages(tiny_3d) == []
+
+
 def test_training_image_without_label(tiny_3d):
     (tiny_3d / "labelsTr" / "case_001.nii.gz").unlink()
     assert only(tiny_3d) == ("case_001_0000.nii.gz", "training image without label: no labelsTr/case_001.nii.gz (put images without labels in imagesUnlabelled/)")

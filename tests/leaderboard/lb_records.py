@@ -6,11 +6,14 @@ import numpy as np
 
 
 def record(dataset, method, budget, seed, dice, family="semi-supervised", oracle=False, preset="quick",
-           config="2d", hd95=None, instance=None, diagonal=100.0, status="done", error=None):
+           config="2d", hd95=None, instance=None, diagonal=100.0, status="done", error=None, spacing=(1.0, 1.0),
+           tau=None):
+    """``tau``: the per-dataset NSD tau (spacing units) the record was scored with; None: a legacy record
+    (before issue 23: no ``tau_source``)."""
     per_case = []
     for i, d in enumerate(dice):
         h = hd95[i] if hd95 is not None else round((1.0 - d) * 20.0, 6)
-        entry = {"case": f"case_{i:03d}", "shape": [10, 10], "spacing": [1.0, 1.0], "diagonal": diagonal,
+        entry = {"case": f"case_{i:03d}", "shape": [10, 10], "spacing": list(spacing), "diagonal": diagonal,
                  "classes": {"fg": {"dice": d, "iou": d / (2 - d) if not isinstance(d, str) else d, "hd95": h,
                                     "assd": h if isinstance(h, str) else h / 3.0, "nsd": d}}}
         if instance is not None:
@@ -25,7 +28,9 @@ def record(dataset, method, budget, seed, dice, family="semi-supervised", oracle
                         "oracle": oracle, "class_rule": "brighter phase" if family == "unsupervised" else None},
         "budget_cases": [], "n_labelled": 0,
         "provenance": {"train_time_s": 10.0 + seed, "parameters": 1234, "peak_memory_mb": 99.5},
-        "metrics": {"per_case": per_case} if status == "done" else None,
+        "metrics": ({"per_case": per_case, **({} if tau is None else {"metric_definitions": {"nsd": {
+            "tau": tau, "tau_unit": "spacing units", "tau_source": "2 x median finest-axis spacing"}}})}
+                    if status == "done" else None),
     }
 
 

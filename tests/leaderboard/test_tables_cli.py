@@ -132,3 +132,50 @@ def test_small_surface_distances_keep_three_significant_figures(tmp_path):
     assert "0.00590" in md.split("### HD95")[1] and "0.01" not in md.split("### HD95")[1].split("###")[0]
     ct = [record("ct", "m", 2, 0, [0.8, 0.7], hd95=[3.5, 12.25])]
     assert metric_digits(build_boards(ct)[0], "hd95") == 2  # mm on CT: unchanged
+
+
+def test_histology_board_in_micrometres_with_one_nsd_tau(tmp_path):
+    """Issue 23: spacing 0.0005 mm -> distances shown in µm (records stay in mm); the NSD column shows
+    only the runs scored at the board's tau, and its header names the tau and counts the others."""
+    from medseg_bench.leaderboard import build_boards
+
+    he = (0.0005, 0.0005)
+    recs = [record("he", "a", 2, s, [0.8, 0.7], hd95=[0.0057, 0.0061], spacing=he, tau=0.001) for s in (0, 1)]
+    recs += [record("he", "b", 2, s, [0.6, 0.5], hd95=[0.0090, 0.0110], spacing=he, tau=0.001) for s in (0, 1)]
+    recs += [record("he", "c", 2, 0, [0.9, 0.9], hd95=[0.002, 0.002], spacing=he)]  # legacy: global tau 2
+    recs += [record("he", "c", 2, 1, [0.9, 0.9], hd95=[0.002, 0.002], spacing=he, tau=0.001)]  # one cell: no mix
+    board = build_boards(recs)[0]
+    assert (board.distance_unit, board.distance_factor, board.nsd_tau, board.nsd_tau_text) == ("µm", 1000.0, 0.001, "1 µm")
+    assert board.nsd_legacy == 1 and [r.cells[2].nsd_other_tau for r in board.rows] == [0, 0, 1]
+    build_leaderboard(recs, tmp_path, plots=False, html=False)
+    md = (tmp_path / "he.md").read_text()
+    hd = md.split("### HD95 ↓ (µm)")[1].split("###")[0]
+    assert "5.90" in hd and "10.00" in hd  # mean of 5.7 and 6.1 µm; of 9 and 11 µm
+    nsd = md.split("### NSD ↑ (τ = 1 µm; `old τ` = 1 run(s) scored with the legacy global τ = 2 spacing units")[1].split("###")[0]
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in nsd.splitlines() if line.startswith("| ")}
+    assert rows["a"].startswith("**0.750") and rows["b"].startswith("0.550") and rows["c"] == "old τ"
+    rows = list(csv.DictReader((tmp_path / "he.csv").open()))
+    assert {(r["distance_unit"], r["nsd_tau"], r["nsd_tau_display"]) for r in rows} == {("µm", "0.001", "1 µm")}
+    ct = build_boards([record("ct", "a", 2, 0, [0.8], spacing=(3.0, 0.8, 0.8), tau=1.6)])[0]
+    assert (ct.distance_unit, ct.distance_factor, ct.nsd_tau_text) == ("mm", 1.0, "1.6 mm")
+
+
+def test_runs_under_different_plans_are_flagged_not_silently_mixed(tmp_path):
+    """Records made under another plan (plan hash differs) are kept but every page says so; the cost
+    table shows iterations and labelled iterations."""
+    recs = [record("ds", "supervised", 2, s, [0.5, 0.6], family="supervised") for s in (0, 1)]
+    recs += [record("ds", "mean_teacher", 2, s, [0.5, 0.7]) for s in (0, 1)]
+    for r in recs:
+        r["provenance"].update(plan_hash="aaaa", iterations=100, labelled_iterations=100)
+    build_leaderboard(recs, tmp_path / "same", plots=False, html=False)
+    assert "Mixed plans" not in (tmp_path / "same" / "README.md").read_text()
+    table = (tmp_path / "same" / "ds.md").read_text()
+    assert "| mean_teacher | 2d | 10.5 | 100 | 100 |" in table
+    recs[3]["provenance"]["plan_hash"] = "bbbb"
+    build_leaderboard(recs, tmp_path / "mixed", plots=True, html=True)
+    readme, table = (tmp_path / "mixed" / "README.md").read_text(), (tmp_path / "mixed" / "ds.md").read_text()
+    assert "Mixed plans" in readme and "`aaaa` (3 runs), `bbbb` (1 runs)" in readme
+    assert "- plan `bbbb`: mean_teacher b=2" in table
+    assert "Mixed plans" in (tmp_path / "mixed" / "index.html").read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "mixed" / "ds.csv").read_text())))
+    assert {r["method"]: r["plan_hashes"] for r in rows} == {"mean_teacher": "aaaa bbbb", "supervised": "aaaa"}

@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from medseg_bench.methods import get_method
-from medseg_bench.methods._r2net import (
-    R2Net,
-    active_contour_loss,
-    acwe_energy,
-    minmax_normalise,
-    r2net_cost,
-)
+from medseg_bench.methods.acwe.losses import active_contour_loss, acwe_energy, minmax_normalise
+from medseg_bench.networks.r2net import R2Net, r2net_cost
 from medseg_bench.training.contract import synthetic_context, synthetic_preprocessed
 from medseg_bench.workdir import Workdir
 
@@ -149,7 +144,7 @@ def test_time_matched_iterations(tmp_path):
     ctx.plans["presets"]["quick"]["configurations"]["2d"]["step_time_estimate_s"] = 0.05
     assert m.pretrain_iterations(ctx) == pytest.approx(n / 10, rel=0.05)
     ft = get_method("acwe_finetune")()
-    assert ft.finetune_iterations(ctx) == round(ft.pretrain_iterations(ctx) * 0.25)
+    assert ft.finetune_iterations(ctx) == 100  # the labels are seen as often as by ``supervised``
     ctx.preset = "paper"
     assert m.pretrain_iterations(ctx) == 8050 and ft.finetune_iterations(ctx) == 801
     assert m.train_context(ctx).batch_size == 20
@@ -256,5 +251,133 @@ def test_record_states_the_iterations_that_ran(tmp_path):
     m.setup(ctx)
     assert ctx.iterations == want_ft and ctx.settings["plan_iterations"] == 100
     assert m.pretrain_iterations(ctx) == want_pre  # idempotent after setup
-    assert cls.estimate_cost_s(ctx.plans, "quick", "2d", 2) == pytest.approx(100 * 0.05 * 1.25)
+    assert want_ft == 100  # = supervised's iterations in the cell
+    assert cls.estimate_cost_s(ctx.plans, "quick", "2d", 2) == pytest.approx(100 * 0.05 * 2)  # pre-training + fine-tuning
     assert get_method("otsu").estimate_cost_s(ctx.plans, "quick", "2d", 0) < 10
+
+
+def test_acwe_energy_lowest_at_the_true_partition_hand_computed():
+    """Two-phase image 0/1 (a 2x2 square of 1 in 4x4): E(true) = w_area·4/16; any other hard
+    partition leaves squared residuals in a phase."""
+    img = torch.zeros(1, 1, 4, 4)
+    img[..., 1:3, 1:3] = 1.0
+    w = 5e-4
+    e_true, c1, c2, _ = acwe_energy(img.clone(), img, w)
+    assert e_true.item() == pytest.approx(w * 4 / 16, abs=1e-6) and c1 == pytest.approx(1) and c2 == pytest.approx(0)
+    # one background pixel moved into the region: residual (0 - 0.8)^2 + 4 (1 - 0.8)^2 = 0.8 in 16 pixels
+    wrong = img.clone()
+    wrong[..., 0, 0] = 1.0
+    assert acwe_energy(wrong, img, w)[0].item() == pytest.approx((0.8 + w * 5) / 16, rel=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):  # random hard partitions all cost more
+        p = (torch.rand(1, 1, 4, 4, generator=gen) > 0.5).float()
+        if not torch.equal(p, img):
+            assert acwe_energy(p, img, w)[0] > e_true
+
+
+def _poisson_blobs(seed, n=3, size=48):
+    """Hot blobs (rate 40) on a uniform warm background (rate 10), Poisson counts: the Chan–Vese
+    two-phase assumption holds."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs, masks = [], []
+    for _ in range(n):
+        m = np.zeros((size, size), bool)
+        for _ in range(3):
+            cy, cx, r = rng.uniform(8, size - 8), rng.uniform(8, size - 8), rng.uniform(3, 6)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        imgs.append(rng.poisson(np.where(m, 40.0, 10.0)).astype(np.float32))
+        masks.append(m)
+    return np.stack(imgs), np.stack(masks)
+
+
+def test_acwe_network_segments_poisson_blobs_at_least_as_well_as_skimage_chan_vese():
+    """Sanity: on data that satisfies its assumption, ACWE-ConvNet (the energy, the min-max
+    scaling, the network, the label-free polarity) reaches Dice >= 0.9 and matches scikit-image's
+    classical Chan–Vese. A wrong sign, scaling or phase mean fails this."""
+    from skimage.segmentation import chan_vese
+
+    torch.manual_seed(0)
+    imgs, masks = _poisson_blobs(0)
+    x = torch.from_numpy(minmax_normalise(imgs[:, None], patch_dims=2))
+    net = R2Net(1, 2, rule="bright")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        e, c1, c2, area = acwe_energy(torch.sigmoid(net(x)), x)
+        net.track_phases(c1, c2, area)
+        e.backward()
+        opt.step()
+    net.eval()
+    test_imgs, test_masks = _poisson_blobs(1)  # unseen images
+    xt = torch.from_numpy(minmax_normalise(test_imgs[:, None], patch_dims=2))
+    with torch.no_grad():
+        fg = ((net(xt) * net.output_sign()) > 0)[:, 0].numpy()
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    d_net = np.mean([dice(f, m) for f, m in zip(fg, test_masks)])
+    d_cv = []
+    for img, m in zip(xt[:, 0].numpy(), test_masks):
+        cv = chan_vese(img.astype(np.float64), max_num_iter=200)
+        cv = cv if img[cv].mean() >= img[~cv].mean() else ~cv
+        d_cv.append(dice(cv, m))
+    assert d_net >= 0.9
+    assert d_net >= np.mean(d_cv) - 0.01, (d_net, np.mean(d_cv))
+
+
+def test_joint_mode_trains_energy_and_labels_together(tmp_path):
+    cls, ctx = _ctx("acwe_joint", tmp_path, budget_ids=2, iterations=4)
+    assert cls.budgets == "labelled" and cls.needs_labels and cls.uses_unlabelled
+    m = cls()
+    m.setup(ctx)
+    assert ctx.iterations == 4 and int(m.networks["network"].rule) == 0  # supervised's count; labels name the phase
+    batch = {"data": torch.rand(2, 1, 16, 16), "seg": (torch.rand(2, 1, 16, 16) > 0.5).long()}
+    out = m.training_step(batch, {"data": torch.rand(3, 1, 16, 16)}, ctx)
+    assert out["loss"].item() == pytest.approx(out["energy"].item() + out["label_loss"].item(), rel=1e-5)
+    out["loss"].backward()
+    m.fit(ctx)
+    with pytest.raises(ValueError, match="label_loss"):
+        cls(label_loss="l2")
+
+
+def test_unet_finetune_starts_from_the_acwe_pretrained_unet(tmp_path, monkeypatch):
+    from medseg_bench.methods.acwe.unet import patch_minmax
+
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    assert torch.allclose(patch_minmax(x)[0, 0], torch.tensor([[0, 0.25], [0.5, 1.0]])) and (patch_minmax(x)[1] == 0).all()
+    cls, ctx = _ctx("acwe_unet_finetune", tmp_path, budget_ids=2, iterations=2, workdir=Workdir(tmp_path / "work"))
+    m = cls()
+    m.setup(ctx)
+    assert ctx.iterations == 2  # supervised's count
+    loaded = {}
+    real = m.networks["network"].load_state_dict
+
+    def spy(state, *a, **k):
+        loaded.update({k2: v.clone() for k2, v in state.items()})
+        return real(state, *a, **k)
+
+    monkeypatch.setattr(m.networks["network"], "load_state_dict", spy)
+    real_loop = ctx.run_loop
+    start = {}
+
+    def loop(method, *a, **k):
+        start.update({k2: v.clone() for k2, v in method.networks["network"].state_dict().items()})
+        return real_loop(method, *a, **k)
+
+    monkeypatch.setattr(ctx, "run_loop", loop)
+    m.fit(ctx)
+    stage = list((tmp_path / "work" / "stages").rglob("checkpoint_final.pt"))
+    assert len(stage) == 1
+    pre = torch.load(stage[0], weights_only=False)["method"]["networks"]["network"]
+    assert loaded and all(torch.equal(start[k], pre[k]) for k in pre)  # stage B begins at stage A's weights
+    assert not all(torch.equal(v, m.networks["network"].state_dict()[k]) for k, v in pre.items())  # and trains on
+
+
+def test_the_acwe_subpackage_registers_its_methods():
+    import medseg_bench.methods.acwe as pkg
+    from medseg_bench.methods import list_methods
+
+    assert hasattr(pkg, "__path__")  # a subpackage, found by methods/__init__'s module walk
+    assert {"acwe", "acwe_finetune", "acwe_joint", "acwe_unet_finetune"} <= set(list_methods())

@@ -61,7 +61,8 @@ def test_evaluate_folder_record(folders, tmp_path):
     for rec in s["per_case"]:
         p, r = cases[rec["case"]]
         for name, v in (("liver", 1), ("tumour", 2)):
-            m = surface_metrics(p == v, r == v, rec["spacing"])  # NIfTI stores float32 spacing
+            tau = s["nsd_tolerance"]  # 2 x finest spacing 0.8 (float32 in NIfTI)
+            m = surface_metrics(p == v, r == v, rec["spacing"], tau)  # NIfTI stores float32 spacing
             got = rec["classes"][name]
             assert got["hd95"] == m.hd95 and got["assd"] == m.assd and got["nsd"] == m.nsd
             assert got["n_pred"] == int(np.sum(p == v)) and got["n_ref"] == int(np.sum(r == v))
@@ -72,7 +73,8 @@ def test_evaluate_folder_record(folders, tmp_path):
     diag = s["per_case"][2]["diagonal"]
     assert s["mean"]["tumour"]["hd95"] == pytest.approx((t[0] + t[1] + diag) / 3)
     assert s["n_failures"]["tumour"]["hd95"] == {"inf": 1, "nan": 0}
-    assert s["metric_definitions"]["nsd"]["tau"] == 2.0
+    assert s["metric_definitions"]["nsd"]["tau"] == pytest.approx(1.6) == s["nsd_tolerance"]
+    assert s["metric_definitions"]["nsd"]["tau_source"] == "2 x median finest-axis spacing"
 
     raw = json.loads((out / "summary.json").read_text())  # strict JSON: no Infinity/NaN tokens
     assert raw["per_case"][2]["classes"]["tumour"]["hd95"] == "inf"
@@ -92,6 +94,24 @@ def test_workers_give_same_result(folders):
     a = evaluate_folder(pdir, rdir, LABELS, ".nii.gz")
     b = evaluate_folder(pdir, rdir, LABELS, ".nii.gz", num_workers=2)
     assert json.dumps(a["mean"], sort_keys=True) == json.dumps(b["mean"], sort_keys=True)
+    par = b["parallelism"]  # issue 22: processes x numba threads never exceed the cores
+    assert par["processes"] == min(2, par["cores"])
+    assert par["processes"] * par["numba_threads_per_process"] <= par["cores"]
+
+
+def test_plan_processes_never_oversubscribes(monkeypatch):
+    from medseg_bench.metrics import _parallel
+
+    monkeypatch.setattr(_parallel, "available_cores", lambda: 2)
+    maxt = _parallel.numba.config.NUMBA_NUM_THREADS
+    assert _parallel.plan_processes(0, 10) == (1, min(2, maxt), 2)  # auto: in process, a thread per core
+    assert _parallel.plan_processes(1, 10) == (1, min(_parallel.numba.get_num_threads(), 2), 2)
+    assert _parallel.plan_processes(2, 10) == (2, 1, 2) == _parallel.plan_processes(4, 10)  # capped at cores
+    assert _parallel.plan_processes(2, 1) == (1, min(_parallel.numba.get_num_threads(), 2), 2)  # one job
+    monkeypatch.setattr(_parallel, "available_cores", lambda: 16)
+    assert _parallel.plan_processes(4, 10) == (4, 4, 16) and _parallel.plan_processes(32, 10) == (10, 1, 16)
+    with pytest.raises(ValueError, match="num_workers"):
+        _parallel.plan_processes(-1, 3)
 
 
 def test_errors_name_the_case(folders, tmp_path):

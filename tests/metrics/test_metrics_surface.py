@@ -119,8 +119,21 @@ def test_surface_points_match_erosion_definition():
     np.testing.assert_allclose(surface_points(m, (2.0, 1.0, 0.5)), ref_surface(m) * [2.0, 1.0, 0.5])
 
 
-def test_large_2d_far_and_near_mix():
-    """Big enough that some queries resolve in the walk and others need the KD-tree."""
+def test_large_2d_far_and_near_mix(monkeypatch):
+    """Some queries resolve in the walk and others need the KD-tree: at a row-work limit of 200
+    entries (the default, 6000, resolves all of them in the walk on an image this small)."""
+    from medseg_bench.metrics import _surface
+
+    monkeypatch.setattr(_surface, "_MAX_ROW_WORK", 200)
+    calls = []
+    tree = _surface.cKDTree
+
+    class CountingTree(tree):
+        def query(self, x, *args, **kwargs):
+            calls.append(len(x))
+            return super().query(x, *args, **kwargs)
+
+    monkeypatch.setattr(_surface, "cKDTree", CountingTree)
     rng = np.random.default_rng(7)
     ref = _blobs((300, 260), rng, smooth=12, frac=0.7)
     pred = np.roll(ref, (25, -31), axis=(0, 1)) | (rng.random(ref.shape) < 0.002)
@@ -128,6 +141,8 @@ def test_large_2d_far_and_near_mix():
         dpr, drp = surface_distances(pred, ref, sp)
         np.testing.assert_allclose(dpr, ref_directed(pred, ref, sp), rtol=RTOL)
         np.testing.assert_allclose(drp, ref_directed(ref, pred, sp), rtol=RTOL)
+    n_pred = len(_surface.surface_points(pred))
+    assert calls and 0 < max(calls) < n_pred  # both paths taken
 
 
 def test_empty_mask_conventions():

@@ -50,7 +50,8 @@ def test_train_cell_end_to_end_and_predict(grey_workdir, tmp_path):
     rec = train_cell(wd, "blobs", "supervised", 2, 0, preset="quick", iterations=3, progress=False, num_threads=1)
     run = wd.run_dir("blobs", "quick", rec["cell"]["configuration"], "supervised", 2, 0)
     assert rec["status"] == "done" and rec["n_labelled"] == 2 and len(rec["budget_cases"]) == 2
-    for f in ("DONE", "record.json", "metrics.json", "config.json", "checkpoint_final.pt", "train_log.jsonl"):
+    for f in ("DONE", "record.json", "metrics.json", "config.json", "checkpoint_final.pt", "train_log.jsonl",
+              "loss_curve.json"):
         assert (run / f).is_file(), f
     preds = sorted(p.name for p in (run / "pred").iterdir())
     assert preds == ["blob_008.nii.gz", "blob_009.nii.gz", "blob_010.nii.gz"]
@@ -61,6 +62,8 @@ def test_train_cell_end_to_end_and_predict(grey_workdir, tmp_path):
     assert len(rec["metrics"]["per_case"]) == 3 and "blob" in rec["metrics"]["mean"]
     p = rec["provenance"]
     assert p["split_hash"] and p["plan_hash"] and p["parameters"] > 0 and p["iterations"] == 3
+    assert p["labelled_iterations"] == 3 and len(rec["training"]["loss_curve"]) == 3
+    assert rec["training"]["convergence"]["converged"] is None  # 3 iterations: too short to tell
     assert p["environment"]["device"] == "cpu"
     assert p["environment"]["cpu_model"] and p["environment"]["speed_probe_ms"] > 0
     # a finished cell is returned without work

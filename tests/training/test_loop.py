@@ -55,13 +55,18 @@ def test_loop_checkpoints_logs_and_resumes_exactly(blob_ctx):
     log2 = [json.loads(x) for x in (ctx.run_dir / "train_log.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in log2] == [1, 2, 3, 4, 5, 6]
     assert [e["loss"] for e in log2] == [e["loss"] for e in log]
+    # the loss curve survives the kill too (it is in the checkpoint) and matches the log
+    assert info2["loss_curve"] == info["loss_curve"] == [[e["iteration"], round(e["loss"], 6)] for e in log]
+    assert info["labelled_iterations"] == info2["labelled_iterations"] == 6
+    saved = json.loads((ctx.run_dir / "loss_curve.json").read_text())
+    assert saved["loss_curve"] == info["loss_curve"] and saved["stage"] == ctx.run_dir.name
 
 
 def test_finished_loop_is_loaded_not_rerun(blob_ctx):
     ctx = blob_ctx("ref")
     m1, _ = _train(ctx)
     m2, info = _train(blob_ctx("ref"))
-    assert info["resumed_from"] == 6
+    assert info["resumed_from"] == 6 and len(info["loss_curve"]) == 6 and info["labelled_iterations"] == 6
     a, b = _weights(m1), _weights(m2)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

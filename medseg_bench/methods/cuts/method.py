@@ -23,17 +23,16 @@ through the ``2d`` configuration slice by slice and are clustered as one case.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...training.stages import stage_lock
 from .._polarity import RULE_TEXT, polarity_rule
 from .._teacher import preset_configuration, resolve_hparams
 from ..base import Method
@@ -76,18 +75,6 @@ HPARAMS = {
     # rows
     "polarity": "auto", "assign_neighbours": 3, "slice_chunk": 8,
 }
-
-
-@contextmanager
-def _locked(folder: Path):
-    """Exclusive lock on ``folder/.lock``: two cells computing one stage wait for each other."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _by_preset(value, preset: str):
@@ -176,7 +163,7 @@ class _CutsBase(Method):
         except RuntimeError:  # a hand-made context without a workdir: keep the stage inside the run
             folder = Path(ctx.run_dir) / name
         stage = EncoderStage(self.hp, training_mode(self.hp, ctx.preset))
-        with _locked(folder):
+        with stage_lock(folder):
             seed_everything(int(ctx.seed))  # the stage does not depend on which row computes it
             sctx = stage_context(ctx, self.hp, folder, ids, iters, warm)
             stage.setup(sctx)

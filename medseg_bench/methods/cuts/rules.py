@@ -70,7 +70,7 @@ class ClusterAssignment(nn.Module):
         self.register_buffer("descriptors", torch.zeros(0, int(dim)))
         self.register_buffer("fractions", torch.zeros(0, int(num_classes)))
 
-    def fit(self, descriptors: np.ndarray, fractions: np.ndarray) -> "ClusterAssignment":
+    def fit(self, descriptors: np.ndarray, fractions: np.ndarray) -> ClusterAssignment:
         """Store the references (descriptors are L2-normalised here).
 
         Raises:

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from medseg_bench.methods import get_method
-from medseg_bench.methods._embedding_bank import EmbeddingBank, sample_per_class
 from medseg_bench.methods.embedding_matching import (
     EmbeddingUNet,
     gather_voxels,
     mc_dropout_probabilities,
     normalised_entropy,
 )
+from medseg_bench.methods.embedding_matching.bank import EmbeddingBank, sample_per_class
 from medseg_bench.networks import build_network
 from medseg_bench.training.checkpoint import seed_everything
 from medseg_bench.training.contract import synthetic_context, synthetic_preprocessed

@@ -1,11 +1,11 @@
-"""ACWE-ConvNet: a ConvNet trained with the Chan–Vese energy, without labels (+ a fine-tuned variant).
+"""ACWE-ConvNet: a ConvNet trained with the Chan–Vese energy, without labels (+ fine-tuned and joint variants).
 
 J. Chen and E. C. Frey, "Medical Image Segmentation via Unsupervised Convolutional Neural Network",
 MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevised_Seg_via_CNN).
 
-* ``acwe`` (unsupervised, budget 0): the recurrent-residual network of :class:`~._r2net.R2Net`
+* ``acwe`` (unsupervised, budget 0): the recurrent-residual network of :class:`~medseg_bench.networks.r2net.R2Net`
   trained on every training image with the soft Chan–Vese energy without length term
-  (:func:`~._r2net.acwe_energy`, ``w_area = 5e-4``); inputs min–max scaled to [0, 1] per slice (2D)
+  (:func:`~.losses.acwe_energy`, ``w_area = 5e-4``); inputs min–max scaled to [0, 1] per slice (2D)
   or per volume (3D); Adam, lr 5e-4, constant. ``w_area`` needs no rescaling with the patch size:
   the region terms and the area term are both sums over pixels (the weight is intensity² per pixel
   on [0, 1] images), so their ratio is the same on the paper's 192×192 slices and on any patch; the
@@ -18,16 +18,58 @@ MIDL 2020 short paper (arXiv:2001.10155; code github.com/junyuchen245/Unsuprevis
   pre-training, computed once per (dataset, preset, configuration, seed) on every training image
   without labels and cached under ``ctx.stage_dir`` (shared by all budgets), then fine-tuning on the
   budget's labelled cases with the first block frozen and the active-contour loss of Xu Chen et al.
-  (CVPR 2019; :func:`~._r2net.active_contour_loss`), or Dice + CE (``finetune_loss="dice_ce"``).
+  (CVPR 2019; :func:`~.losses.active_contour_loss`), or Dice + CE (``finetune_loss="dice_ce"``).
 
-Schedules. ``paper`` preset: the code's 161 epochs × 50 batches of 20 (8050 iterations) and 801
-fine-tuning iterations. ``demo``/``quick``: the iterations that fit the time the plan gives the
-preset's U-Net (``num_iterations × step_time_estimate_s``), at this network's predicted step time
-(the plan's CPU step-time model on :func:`~._r2net.r2net_cost`); fine-tuning gets
-``finetune_fraction`` of that. Training uses the plan's patches and batch size (the paper: whole
+* ``acwe_joint`` (:mod:`.joint`; semi-supervised, budgets >= 1): the paper's mode 4 — energy on every image of
+  the batch plus the labelled active-contour loss, trained together from scratch.
+* ``acwe_unet_finetune`` (:mod:`.unet`): the plan's U-Net pre-trained with the energy, then trained
+  exactly as ``supervised`` — the fair row (the R2Net is too small to match the U-Net with labels).
+
+Schedules. ``paper`` preset: the code's 161 epochs × 50 batches of 20 (8050 iterations); fine-tuning
+and joint training at least the code's 801 and at least ``supervised``'s count. ``demo``/``quick``:
+the unsupervised pre-training gets the iterations that fit the time the plan gives the preset's
+U-Net (``num_iterations × step_time_estimate_s``) at this network's predicted step time (the plan's
+CPU step-time model on :func:`~medseg_bench.networks.r2net.r2net_cost`); fine-tuning and joint
+training run exactly ``supervised``'s iteration count in the same cell (labels are seen as often as
+by the baseline), and the pre-training is paid on top (:meth:`AcweFinetune.estimate_cost_s`). Training uses the plan's patches and batch size (the paper: whole
 192×192 slices, batch 20) with the plan's spatial augmentation and mirroring only: intensity
 augmentation (gamma, inversion, ...) changes the very intensities the energy models.
 Configuration: ``2d`` (the paper's slices) when the preset has one; ``3d_fullres`` works too.
+
+Against the authors' code (Keras; ``losses.py``, ``nets.py``, ``train_v2.py``, ``fine_tune.py``),
+point by point — same unless marked *differs*:
+
+* Energy: region terms ``Σ p (I-c1)² + Σ (1-p)(I-c2)²`` plus ``areaWt · Σ p``, no length term,
+  phase means pooled over the whole batch, ``areaWt = 5e-4`` (``train_v2.py``; the class default
+  0.004 is not used). *Differs*: the code divides ``Σ p·I`` by ``count_nonzero(p)`` (the number of
+  non-zero pixels, not ``Σ p``); that is the phase mean only for binary ``p`` and biases ``c1`` low
+  for a soft map; we use the weighted mean ``Σ p·I / Σ p``, the exact minimiser of the region term
+  for fixed ``p``. We also divide by the pixel count (a logging scale; Adam is scale-invariant) and
+  drop the code's ``abs`` (the energy is non-negative).
+* Output and threshold: code 1×1 convolution (unit-norm kernel) → PReLU → clipped to [0, 1] in the
+  loss, prediction ``output > 0``; ours 1×1 convolution → sigmoid, prediction ``logit > 0``. Both
+  decide by the sign of the pre-activation (PReLU(z) > 0 ⇔ z > 0), so the threshold is the same;
+  *differs*: the soft map (sigmoid: no zero gradient outside [0, 1]; no unit-norm constraint).
+* Network: 3 blocks × (conv → BN → PReLU, then 3 recurrences conv(h) + x1 → BN → PReLU), 16 filters,
+  3×3, recurrent convolutions initialised from one he-normal kernel: same. *Differs*: PReLU slope
+  per channel (Keras: per pixel and channel, which fixes the input size to 192×192).
+* Normalisation: min–max to [0, 1] per 2D slice: same (per volume for a 3D configuration).
+* Patch vs whole slice: code whole 192×192 slices, batch 20; ours the plan's patches and batch
+  (batch 20 under ``paper``), whole slices at inference. *Differs* only in which pixels pool into
+  ``c1, c2`` (the network has no down-sampling: receptive field 25 pixels).
+* Schedule: Adam, lr 5e-4, constant, 161 epochs: same under ``paper``; time-matched otherwise.
+* Polarity: the code has none (its output phase is taken as bone); ours the label-free rule above.
+* Fine-tuning (mode 2/3): code freezes the first block's convolutions (its BN stays trainable),
+  loss = length + region against the mask (``λP = 1``), Adam 5e-4, 801 full-batch steps on 10 or 80
+  slices of one volume, evaluated on other slices of the same volume. Ours: first block frozen
+  including its BN statistics (*differs*), same loss, the budget's cases, ``supervised``'s
+  iterations, evaluated on the held-out test cases.
+* Joint mode (mode 4): not in the published code; ours ``E + lambda_label · L_label``, λ = 1, both
+  per pixel (the code's losses are both pixel sums, so the ratio is the same).
+
+None of the differences changes which partition the energy prefers; why ``acwe`` fails on
+``spect_bone`` (the energy's minimum there is the body, not the bone) is shown with figures in
+``methods/acwe/README.md``.
 """
 
 from __future__ import annotations
@@ -41,12 +83,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ._polarity import polarity_rule
-from ._r2net import R2Net, active_contour_loss, acwe_energy, minmax_normalise, r2net_cost
-from .base import Method
-from .registry import register_method
+from ...networks.r2net import R2Net, r2net_cost
+from .._polarity import polarity_rule
+from ..base import Method
+from ..registry import register_method
+from .losses import active_contour_loss, acwe_energy, minmax_normalise
 
-__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "matched_iterations"]
+__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "cached_pretraining", "matched_iterations"]
 
 _CITATION = ("J. Chen and E. C. Frey, Medical Image Segmentation via Unsupervised Convolutional Neural Network, "
              "MIDL 2020 (short paper), arXiv:2001.10155")
@@ -54,7 +97,7 @@ _INTENSITY_AUG = ("gaussian_noise", "gaussian_blur", "brightness_multiplicative"
 
 
 class MinMaxFolder:
-    """A preprocessed folder whose images come min–max scaled (:func:`~._r2net.minmax_normalise`);
+    """A preprocessed folder whose images come min–max scaled (:func:`~.losses.minmax_normalise`);
     labels and everything else pass through."""
 
     def __init__(self, folder, patch_dims: int):
@@ -85,7 +128,7 @@ def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int 
     est = _cpu_step_estimate(ctx)
     if not hp.get("match_time_budget", True) or est is None:
         return None
-    from ..planning.calibration import LARGE_MAP_BYTES, load_step_time_model
+    from ...planning.calibration import LARGE_MAP_BYTES, load_step_time_model
 
     patch = ctx.patch_size
     macs, acts = r2net_cost(patch, in_channels, hp["filters"], hp["blocks"], hp["recurrences"])
@@ -117,6 +160,23 @@ def _locked(folder):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_pretraining(ctx, pre: Method, stage: str, ids: list[str]) -> tuple[dict, object]:
+    """Train ``pre`` (a label-free method, not yet set up) on the images ``ids`` in the stage folder
+    ``stage`` under ``ctx.stage_dir`` (or the run folder without a workdir), once: a later call, from
+    any budget's cell, loads the final checkpoint instead. Returns ``(network state, folder)``."""
+    try:
+        folder = ctx.stage_dir(stage)
+    except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
+        folder = ctx.run_dir / stage
+    with _locked(folder):
+        pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
+                                   run_dir=folder)
+        pre.setup(pctx)
+        pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
+                                         desc=f"{pre.name} pre-training")
+    return pre.networks["network"].state_dict(), folder
 
 
 @register_method
@@ -221,7 +281,7 @@ class AcweConvNet(Method):
         overlapping windows: the same output without window seams, at a quarter of the cost in 2D.
         ``tta`` in the settings averages the logits over the mirrorings of the spatial axes.
         """
-        from ..training.inference import mirror_combinations
+        from ...training.inference import mirror_combinations
 
         x = torch.from_numpy(minmax_normalise(image, ctx.spatial_dims))
         nd = ctx.spatial_dims
@@ -268,7 +328,6 @@ class AcweFinetune(AcweConvNet):
         **AcweConvNet.hparams,
         "finetune_loss": "active_contour",  # or "dice_ce"
         "lambda_region": 1.0, "freeze_blocks": 1,
-        "finetune_fraction": 0.25,  # of the pre-training iterations (the paper: 801 after 8050)
         "paper_finetune_iterations": 801,
     }
 
@@ -281,11 +340,12 @@ class AcweFinetune(AcweConvNet):
             raise ValueError(f"finetune_loss must be 'active_contour' or 'dice_ce', got {self.hparams['finetune_loss']!r}")
 
     def finetune_iterations(self, ctx) -> int:
-        """``paper``: 801; time-matched: ``finetune_fraction`` of the pre-training; else ``ctx.iterations``."""
-        if ctx.preset == "paper":
-            return int(self.hparams["paper_finetune_iterations"])
-        n = matched_iterations(ctx, ctx.in_channels, self.hparams, self.train_context(ctx).batch_size)
-        return base_iterations(ctx) if n is None else max(1, int(round(n * float(self.hparams["finetune_fraction"]))))
+        """At least the iterations ``supervised`` runs in the same cell (:func:`base_iterations`), so
+        the fine-tuned row never sees its labels less often than the baseline it is compared with;
+        ``paper``: the larger of that and the code's 801. The pre-training is paid on top (the cost
+        table shows it: :meth:`estimate_cost_s`)."""
+        n = base_iterations(ctx)
+        return max(n, int(self.hparams["paper_finetune_iterations"])) if ctx.preset == "paper" else n
 
     def setup(self, ctx) -> None:
         net = self._build(ctx)
@@ -299,8 +359,10 @@ class AcweFinetune(AcweConvNet):
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
         """Pre-training (paid by the first budget's cell) plus fine-tuning."""
-        frac = 801 / 8050 if preset == "paper" else float(cls.hparams["finetune_fraction"])
-        return super().estimate_cost_s(plans, preset, config, budget) * (1.0 + frac)
+        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
+        n = float(cfg.get("num_iterations") or 0)
+        fine = max(n, cls.hparams["paper_finetune_iterations"]) if preset == "paper" else n
+        return super().estimate_cost_s(plans, preset, config, budget) + max(1.0, fine * float(cfg.get("step_time_estimate_s") or 0.0))
 
     def train(self, mode: bool = True) -> None:
         super().train(mode)
@@ -320,20 +382,9 @@ class AcweFinetune(AcweConvNet):
         """The pre-trained network's state: trained once on every training image (the budget's cases
         and the unlabelled pool together, labels unread) and cached; later calls load it."""
         ids = sorted(set(ctx.labelled_ids) | set(ctx.unlabelled_ids))
-        stage = f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}"
-        try:
-            folder = ctx.stage_dir(stage)
-        except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
-            folder = ctx.run_dir / stage
         pre = AcweConvNet(**{k: self.hparams[k] for k in AcweConvNet.hparams})
-        with _locked(folder):
-            pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
-                                       run_dir=folder)
-            pre.setup(pctx)
-            pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
-                                             desc="acwe pre-training")
-        self.stage_folder = folder
-        return pre.networks["network"].state_dict()
+        state, self.stage_folder = cached_pretraining(ctx, pre, f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}", ids)
+        return state
 
     def fit(self, ctx):
         net = self.networks["network"]
@@ -347,3 +398,4 @@ class AcweFinetune(AcweConvNet):
         if self.hparams["finetune_loss"] == "dice_ce":
             return {"loss": ctx.segmentation_loss(torch.cat([torch.zeros_like(z), z], dim=1), (target > 0).long())}
         return {"loss": active_contour_loss(torch.sigmoid(z), target, float(self.hparams["lambda_region"]))}
+
