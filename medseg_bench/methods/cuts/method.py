@@ -34,7 +34,7 @@ import torch
 
 from ...training.stages import stage_lock
 from .._polarity import RULE_TEXT, polarity_rule
-from .._teacher import preset_configuration, resolve_hparams
+from .._teacher import resolve_hparams
 from ..base import Method
 from ..registry import register_method
 from .clustering import CLUSTERINGS, assign_labels, cluster_means, cluster_sample, sample_points
@@ -75,6 +75,16 @@ HPARAMS = {
     # rows
     "polarity": "auto", "assign_neighbours": 3, "slice_chunk": 8,
 }
+
+
+def preset_configuration(ctx) -> dict | None:
+    """The plan's preset configuration block of this cell (``num_iterations``, ...), or None when the
+    context's plan has none (e.g. the contract check's synthetic plan). (Was in ``_teacher``; main
+    dropped it there, CUTS is its only user now.)"""
+    try:
+        return ctx.plans["presets"][ctx.preset]["configurations"][ctx.configuration]
+    except (KeyError, TypeError):
+        return None
 
 
 def _by_preset(value, preset: str):

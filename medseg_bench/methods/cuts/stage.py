@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ...networks.cuts_encoder import CutsEncoder, PatchReconstructor
-from .._r2net import minmax_normalise
+from ..acwe.losses import minmax_normalise
 from ..base import Method
 from .losses import cuts_loss
 from .sampler import extract_patches, sample_pairs
