@@ -5,7 +5,7 @@ Modules: :mod:`.sampler` (vectorised anchor/positive sampling with SSIM), :mod:`
 reconstruction), :mod:`.stage` (the shared, cached encoder training), :mod:`.clustering` (PHATE +
 k-means, PCA + k-means), :mod:`.rules` (label-free, oracle, learned assignment) and
 :mod:`.method` (the registered rows ``cuts``, ``cuts_oracle``, ``cuts_assign``). The network is
-:mod:`medseg_bench.networks.cuts_encoder`. See docs/methods/cuts.md.
+:mod:`medseg_bench.networks.cuts_encoder`. The method docstrings in ``method.py`` state the rules.
 """
 
 from .method import Cuts, CutsAssign, CutsOracle
