@@ -246,8 +246,8 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     log(f"grid: {len(cells)} cells ({todo} to run) on {len(ds_names)} dataset(s), preset {preset}, "
         f"executor {executor}" + (f" with {n_workers} worker(s)" if executor == "local" else ""))
 
-    def shared(name: str) -> bool:
-        return bool(getattr(classes.get(name), "shared_stages", None))
+    def shared(name: str) -> tuple:
+        return tuple(getattr(classes.get(name), "shared_stages", None) or ())
 
     kwargs = {"cell_fn": cell_fn} if cell_fn is not None else {}
     summary = run_cells(workdir, cells, ex, estimates=estimates, shared_stage=shared, extra=extra,

@@ -7,8 +7,9 @@ sessions) covers every (dataset, method, budget) with its first seed before any 
 leaderboard is then complete for seed 0 instead of complete for a few methods. The price is at most the
 idle tail of one seed's block per seed, which the short cells at the end of each block mostly fill. Cells of a method that declares a
 budget-independent stage (``Method.shared_stages``) form a group per (dataset, preset, configuration,
-method, seed): the group's longest cell runs first and computes the stage; the others start once it
-is done, so the stage is never computed twice nor waited on by an idle worker.
+seed, stage names) — one method's budgets, and also every method declaring the same stage (e.g. the
+three CUTS rows share one encoder): the group's longest cell runs first and computes the stage; the
+others start once it is done, so the stage is never computed twice nor waited on by an idle worker.
 """
 
 from __future__ import annotations
@@ -107,13 +108,17 @@ def _priority(task: CellTask) -> tuple:
     return task.cell.seed, -task.estimate_s, task.cell.key
 
 
-def _stage_groups(tasks: list[CellTask], shared_stage: Callable[[str], bool]) -> dict[Cell, list[CellTask]]:
-    """leader cell -> follower tasks (same dataset/preset/config/method/seed, method with a stage)."""
+def _stage_groups(tasks: list[CellTask], shared_stage: Callable[[str], tuple | bool]) -> dict[Cell, list[CellTask]]:
+    """leader cell -> follower tasks (same dataset/preset/config/seed and stage). ``shared_stage``
+    gives a method's stage names (methods naming the same stages group together) or True (the
+    method's own budgets group)."""
     groups: dict[tuple, list[CellTask]] = {}
     for t in tasks:
         c = t.cell
-        if shared_stage(c.method):
-            groups.setdefault((c.dataset, c.preset, c.configuration, c.method, c.seed), []).append(t)
+        stages = shared_stage(c.method)
+        if stages:
+            key = tuple(sorted(stages)) if isinstance(stages, (tuple, list, set, frozenset)) else (c.method,)
+            groups.setdefault((c.dataset, c.preset, c.configuration, c.seed, key), []).append(t)
     out = {}
     for members in groups.values():
         members.sort(key=lambda t: -t.estimate_s)
@@ -128,7 +133,7 @@ def run_cells(
     executor: Executor,
     cell_fn: Callable[..., dict] = default_cell_fn,
     estimates: dict[Cell, float] | None = None,
-    shared_stage: Callable[[str], bool] | None = None,
+    shared_stage: Callable[[str], tuple | bool] | None = None,
     extra: dict | None = None,
     progress: bool = True,
     stream=None,
@@ -141,7 +146,8 @@ def run_cells(
         cells: the grid (order irrelevant: scheduled by seed, then longest first by ``estimates``, in seconds).
         executor: where cells run; started here and shut down at the end (cancelled on Ctrl-C).
         cell_fn: the cell function (default: the engine's ``train_cell``); tests inject a fake.
-        shared_stage: ``method name -> bool``, whether its budgets share a stage (see module docstring).
+        shared_stage: ``method name ->`` its shared stage names (or a bool: its own budgets share one);
+            cells naming the same stages form one group (see module docstring).
         extra: extra keyword arguments for ``cell_fn`` (e.g. ``{"iterations": 2}``).
     """
     stream = stream or sys.stderr

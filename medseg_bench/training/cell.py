@@ -316,7 +316,11 @@ def _predict_and_evaluate(method, ctx, raw: RawDataset, test_ids: list[str], run
         image = ctx.folder.image(case.case_id)
         props = ctx.folder.properties(case.case_id)
         raw_image = case.load_image()[0] if type(method).to_segmentation is not _default_to_segmentation() else None
-        seg, inst, geo = predict_case(method, ctx, image, props, raw_image=raw_image)
+        ctx.case_id = case.case_id  # an oracle method reads this case's reference through it
+        try:
+            seg, inst, geo = predict_case(method, ctx, image, props, raw_image=raw_image)
+        finally:
+            ctx.case_id = None
         write_prediction(pred, case.case_id, raw.file_ending, seg, geo, inst, pred_inst)
     ref = _reference_folder(cases, run_dir / "reference" / "labels", "label_file")
     kwargs = {}

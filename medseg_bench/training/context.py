@@ -61,6 +61,9 @@ class RunContext:
         folder: the preprocessed folder (:class:`~medseg_bench.data.PreprocessedFolder`) or None.
         labelled_ids / unlabelled_ids: the budget's labelled cases / the unlabelled pool.
         iteration: the current iteration (0-based) while training.
+        case_id: the case being predicted, set by the engine before each test case's
+            ``predict_probabilities`` (None otherwise, e.g. for a folder of new images); an oracle
+            method (``Method.oracle``) reads that case's reference label through it.
         loops: the summaries of the engine loops run so far (iterations, labelled iterations, loss
             curve and convergence check; see :func:`medseg_bench.training.loop.run_loop`).
     """
@@ -81,6 +84,7 @@ class RunContext:
     progress: bool = True
     deterministic: bool = True
     iteration: int = 0
+    case_id: str | None = None
     loops: list = field(default_factory=list)
     _loss: object = field(default=None, repr=False)
     _scaler: object = field(default=None, repr=False)

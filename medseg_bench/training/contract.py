@@ -123,20 +123,44 @@ class _Kill(Exception):
     pass
 
 
+@contextlib.contextmanager
+def _kill_loops_at(kill_at: int):
+    """Make every engine loop raise :class:`_Kill` when it reaches iteration ``kill_at``: the loop
+    of the method under test and those of the helper methods it chains (e.g. a budget-independent
+    stage trained by another :class:`~medseg_bench.methods.Method` instance), through
+    ``Method.train_iteration``."""
+    from ..methods.base import Method
+
+    orig = Method.train_iteration
+
+    def step(self, bl, bu, c):
+        if c.iteration == kill_at:
+            raise _Kill()
+        return orig(self, bl, bu, c)
+
+    Method.train_iteration = step
+    try:
+        yield
+    finally:
+        Method.train_iteration = orig
+
+
 def _fit(method_cls, ctx, kill_at: int | None = None):
     seed_everything(0)
     m = method_cls()
     m.setup(ctx)
-    if kill_at is not None:
-        orig = m.train_iteration
+    if kill_at is None:
+        return m, m.fit(ctx)
+    orig = m.train_iteration  # a method may override train_iteration: patch the instance too
 
-        def step(bl, bu, c):
-            if c.iteration == kill_at:
-                raise _Kill()
-            return orig(bl, bu, c)
+    def step(bl, bu, c):
+        if c.iteration == kill_at:
+            raise _Kill()
+        return orig(bl, bu, c)
 
-        m.train_iteration = step
-    return m, m.fit(ctx)
+    m.train_iteration = step
+    with _kill_loops_at(kill_at):
+        return m, m.fit(ctx)
 
 
 def _weights(m) -> dict:
@@ -171,11 +195,13 @@ def check_method_contract(method_cls, tmp_dir, dims: int = 2) -> None:
     if method_cls.trains and not (ctx.run_dir / CHECKPOINT_FINAL).is_file():
         raise ContractError(f"{method_cls.name}: no final checkpoint in {ctx.run_dir}")
 
-    # 2. predicts probabilities and labels of the right shape
+    # 2. predicts probabilities and labels of the right shape (the engine names the case it predicts)
     for net in ref.networks.values():
         net.eval()
     image = ctx.folder.image(ids[-1])
+    ctx.case_id = ids[-1]
     probs = np.asarray(ref.predict_probabilities(image, ctx))
+    ctx.case_id = None
     want = (2, *image.shape[1:])
     if probs.shape != want or not np.isfinite(probs).all():
         raise ContractError(f"{method_cls.name}: predict_probabilities gave {probs.shape} (finite: "
@@ -186,20 +212,26 @@ def check_method_contract(method_cls, tmp_dir, dims: int = 2) -> None:
     if not method_cls.trains:
         return
 
-    # 3. killed after a checkpoint and resumed: same final weights as the uninterrupted run
-    ctx2 = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch, workdir=wd, rgb=rgb)
+    # 3. killed after a checkpoint and resumed: same final weights as the uninterrupted run. In a
+    #    fresh workdir: a method whose training is a budget-independent stage cached under
+    #    ctx.stage_dir (Method.shared_stages) would otherwise just load the reference run's stage;
+    #    here the stage itself is killed and resumed (its checkpoint lives in the stage folder).
+    wd2 = Workdir(tmp_dir / "work_resumed")
+    ctx2 = synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch, workdir=wd2, rgb=rgb)
     try:
         _fit(method_cls, ctx2, kill_at=3)
     except _Kill:
         pass
     else:
         raise ContractError(f"{method_cls.name}: training did not reach iteration 4 of the engine loop")
-    if not (ctx2.run_dir / CHECKPOINT_LATEST).is_file():
+    stages = wd2.root / "stages"
+    latest = [ctx2.run_dir / CHECKPOINT_LATEST, *(sorted(stages.rglob(CHECKPOINT_LATEST)) if stages.is_dir() else [])]
+    if not any(p.is_file() for p in latest):
         raise ContractError(f"{method_cls.name}: no checkpoint_latest.pt after 2 iterations with checkpoint_every=2")
     torch.manual_seed(1234)
     np.random.seed(1234)
     resumed, info = _fit(method_cls, synthetic_context(method_cls, tmp_dir / "pre", ids, tmp_dir / "run_killed", patch,
-                                                       workdir=wd, rgb=rgb))
+                                                       workdir=wd2, rgb=rgb))
     a, b = _weights(ref), _weights(resumed)
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     if diff:
