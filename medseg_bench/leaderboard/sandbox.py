@@ -158,7 +158,10 @@ class OpenGuard:
 
 
 def default_roots(stage: Path) -> list[str]:
-    """The stage, the Python installation and the ``sys.path`` folders (code the child may import)."""
+    """The stage, the Python installation, the ``sys.path`` folders and this package's own folder
+    (code the child may import; an editable install finds ``medseg_bench`` through an import hook,
+    not through ``sys.path``, so its source folder must be named here)."""
     roots = [str(stage), sys.prefix, sys.base_prefix, sys.exec_prefix, tempfile.gettempdir()]
     roots += [p for p in sys.path if p and os.path.isdir(p)]
+    roots.append(str(Path(__file__).resolve().parents[1]))  # .../medseg_bench (the package, not the repo)
     return roots
