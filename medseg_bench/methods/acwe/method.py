@@ -75,15 +75,14 @@ None of the differences changes which partition the energy prefers; why ``acwe``
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from ...networks.r2net import R2Net, r2net_cost
+from ...training.stages import stage_lock
 from .._polarity import polarity_rule
 from ..base import Method
 from ..registry import register_method
@@ -150,18 +149,6 @@ def _set_iterations(ctx, n: int) -> None:
     ctx.settings["iterations"] = int(n)
 
 
-@contextmanager
-def _locked(folder):
-    """Exclusive lock on ``folder/.lock`` (two cells computing one stage wait for each other)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def cached_pretraining(ctx, pre: Method, stage: str, ids: list[str]) -> tuple[dict, object]:
     """Train ``pre`` (a label-free method, not yet set up) on the images ``ids`` in the stage folder
     ``stage`` under ``ctx.stage_dir`` (or the run folder without a workdir), once: a later call, from
@@ -170,7 +157,7 @@ def cached_pretraining(ctx, pre: Method, stage: str, ids: list[str]) -> tuple[di
         folder = ctx.stage_dir(stage)
     except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
         folder = ctx.run_dir / stage
-    with _locked(folder):
+    with stage_lock(folder):
         pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
                                    run_dir=folder)
         pre.setup(pctx)

@@ -19,11 +19,10 @@ rate is ten times higher (the ``paper`` preset keeps the same rule; override ``d
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
 
+from ...training.stages import stage_lock
 from ..base import Method
 from ._noise import coarse_noise, foreground_mask
 
@@ -43,18 +42,6 @@ def base_iterations(ctx) -> int:
     return int(ctx.settings.get("plan_iterations", ctx.iterations))
 
 
-@contextmanager
-def _locked(folder):
-    """Exclusive lock on ``folder/.lock`` (two cells computing one stage wait for each other)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def cached_stage(ctx, pre: Method, stage: str, ids: list[str], settings: dict | None = None) -> tuple[dict, dict]:
     """Train the label-free method ``pre`` (not yet set up) on the images ``ids`` in the folder
     ``ctx.stage_dir(stage)`` (the run folder for a context without a workdir), once; a later call
@@ -67,7 +54,7 @@ def cached_stage(ctx, pre: Method, stage: str, ids: list[str], settings: dict | 
         folder = ctx.stage_dir(stage)
     except RuntimeError:
         folder = ctx.run_dir / stage
-    with _locked(folder):
+    with stage_lock(folder):
         pctx = dataclasses.replace(ctx, settings=dict(settings or ctx.settings), labelled_ids=[],
                                    unlabelled_ids=list(ids), run_dir=folder)
         pre.setup(pctx)
