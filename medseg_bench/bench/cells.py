@@ -8,6 +8,7 @@ the traceback, so one broken cell does not stop the others.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,12 +49,31 @@ class CellTask:
     estimate_s: float = 1.0
 
 
+def _numba_threads_launched() -> bool:
+    """Whether this process already started numba's thread pool (its size is then fixed).
+
+    After that, a changed ``NUMBA_NUM_THREADS`` in ``os.environ`` makes every later numba compile
+    fail ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"),
+    so the limit goes through ``numba.set_num_threads`` instead."""
+    if "numba" not in sys.modules:
+        return False
+    from numba.np.ufunc import parallel
+
+    return bool(parallel._is_initialized)
+
+
 def limit_threads(num_threads: int | None) -> None:
     """Pin BLAS/OpenMP/torch/numba thread pools of this process to ``num_threads`` (``None``: leave)."""
     if not num_threads:
         return
     for var in _THREAD_ENV:
+        if var == "NUMBA_NUM_THREADS" and _numba_threads_launched():
+            continue  # numba re-reads its environment at every compile and refuses a changed pool size
         os.environ[var] = str(num_threads)
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))
     try:
         import torch
 
