@@ -49,26 +49,19 @@ class CellTask:
     estimate_s: float = 1.0
 
 
-def _numba_threads_launched() -> bool:
-    """Whether this process already started numba's thread pool (its size is then fixed).
-
-    After that, a changed ``NUMBA_NUM_THREADS`` in ``os.environ`` makes every later numba compile
-    fail ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"),
-    so the limit goes through ``numba.set_num_threads`` instead."""
-    if "numba" not in sys.modules:
-        return False
-    from numba.np.ufunc import parallel
-
-    return bool(parallel._is_initialized)
-
-
 def limit_threads(num_threads: int | None) -> None:
     """Pin BLAS/OpenMP/torch/numba thread pools of this process to ``num_threads`` (``None``: leave)."""
     if not num_threads:
         return
+    numba_loaded = "numba" in sys.modules
     for var in _THREAD_ENV:
-        if var == "NUMBA_NUM_THREADS" and _numba_threads_launched():
-            continue  # numba re-reads its environment at every compile and refuses a changed pool size
+        # Once numba is imported its pool size is fixed by the value it read then: numba re-reads the
+        # environment at every compile and, after the pool started (possibly later, by a cached
+        # kernel that never compiles), refuses a changed NUMBA_NUM_THREADS — every later compile
+        # fails ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been
+        # launched"; CI, 2026-12-07). Then the limit goes through numba.set_num_threads only.
+        if var == "NUMBA_NUM_THREADS" and numba_loaded:
+            continue
         os.environ[var] = str(num_threads)
     if "numba" in sys.modules:
         import numba

@@ -189,7 +189,8 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
         classes = {m: classes[m] for m in methods}
     n_lab = {ds: _n_labelled(workdir, ds) for ds in ds_names}
     cells = expand_grid(plans, classes, grid_budgets, grid_seeds, preset, n_labelled=n_lab,
-                        explicit_methods=bool(methods), warn=log)
+                        explicit_methods=bool(methods), warn=log,
+                        all_for_upper_bound_only=preset == "demo" and not budgets)
     if not cells:
         raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
     estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)

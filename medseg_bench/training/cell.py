@@ -186,7 +186,7 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
     from ..methods import get_method
     from ..preprocessing import load_plans
 
-    started, t_start = _now(), time.perf_counter()
+    started, t_start, cpu_start = _now(), time.perf_counter(), time.process_time()
     wd = _wd(workdir)
     raw = RawDataset(wd.resolve_dataset(dataset))
     method_cls = get_method(method) if isinstance(method, str) else method
@@ -258,6 +258,7 @@ def train_cell(workdir, dataset, method, budget, seed: int = 0, preset: str | No
         # wall_time_s is this attempt's; train_time_s sums every attempt of a resumed run (resumed_from > 0)
         resumed_from = int(loop.get("resumed_from") or 0) if isinstance(loop, dict) else 0
         provenance.update(finished=_now(), wall_time_s=round(time.perf_counter() - t_start, 2),
+                          cpu_time_s=round(time.process_time() - cpu_start, 2),  # all threads of this process
                           train_time_s=round(train_time, 2), inference_time_s=round(time.perf_counter() - t1, 2),
                           resumed_from=resumed_from,
                           parameters=count_parameters(*method.networks.values()), peak_memory_mb=peak_memory_mb(dev),

@@ -94,3 +94,16 @@ def test_demo_grid_runs_home_only_rows_on_their_home_datasets():
     assert ("ct_hip_small", "home") in named
     everywhere = expand_grid({k: quick for k in plans}, methods, [2], [0], "quick")
     assert {(c.dataset, c.method) for c in everywhere} >= {("ct_hip_small", "home")}
+
+
+def test_default_demo_grid_runs_all_for_the_upper_bound_only():
+    """``all_for_upper_bound_only`` (the default demo grid): ``all`` is kept for ``all_only`` rows
+    (supervised_full) and dropped for every other method; without the flag nothing changes."""
+    plans = {"a": PLANS_3D}
+    default = expand_grid(plans, METHODS, [0, 2, "all"], [0], "demo", all_for_upper_bound_only=True)
+    at_all = {c.method for c in default if c.budget == "all"}
+    assert at_all and all(getattr(METHODS[m], "budgets", None) == "all_only" for m in at_all)
+    assert {c.budget for c in default if c.method == "semi"} == {2}
+    full = expand_grid(plans, METHODS, [0, 2, "all"], [0], "demo")
+    assert {c.budget for c in full if c.method == "semi"} == {2, "all"}
+    assert {c.key for c in default} < {c.key for c in full}

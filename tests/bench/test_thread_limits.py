@@ -50,6 +50,45 @@ def test_limit_threads_after_numba_pool_started():
     assert out.stdout.strip().endswith("ok")
 
 
+CACHED_KERNEL_SCRIPT = textwrap.dedent(
+    """
+    import numba
+    import numpy as np
+    from numba import njit, prange
+
+    # compiled now (as a kernel loaded from numba's on-disk cache would be): its first call below
+    # starts the pool without re-reading the environment
+    @njit("float64(float64[:])", parallel=True)
+    def total(a):
+        s = 0.0
+        for i in prange(a.size):
+            s += a[i]
+        return s
+
+    from medseg_bench.bench.cells import limit_threads
+    limit_threads(1)  # numba imported, pool not started yet
+    total(np.ones(1000))
+
+    @njit
+    def twice(x):
+        return 2 * x
+
+    assert twice(3) == 6
+    assert numba.get_num_threads() == 1, numba.get_num_threads()
+    print("ok")
+    """
+)
+
+
+def test_limit_threads_before_a_cached_kernel_starts_the_pool():
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    env["NUMBA_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", CACHED_KERNEL_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
 def test_limit_threads_before_numba_is_imported_sets_the_environment():
     script = (
         "import sys, os\n"
