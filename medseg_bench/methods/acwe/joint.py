@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from ...training.stages import base_iterations, set_iterations
 from ..registry import register_method
 from .losses import active_contour_loss, acwe_energy
-from .method import AcweConvNet, AcweFinetune, _set_iterations, base_iterations
+from .method import AcweConvNet, AcweFinetune
 
 __all__ = ["AcweJoint"]
 
@@ -51,7 +52,7 @@ class AcweJoint(AcweConvNet):
     def setup(self, ctx) -> None:
         self.networks["network"] = self._build(ctx)
         n = base_iterations(ctx)
-        _set_iterations(ctx, max(n, int(self.hparams["paper_iterations"])) if ctx.preset == "paper" else n)
+        set_iterations(ctx, max(n, int(self.hparams["paper_iterations"])) if ctx.preset == "paper" else n)
         self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
 
     @classmethod
