@@ -57,7 +57,8 @@ def stage_folder(ctx, stage: str) -> Path:
         return Path(ctx.run_dir) / stage
 
 
-def train_stage(ctx, method, stage: str, ids, settings: dict | None = None, desc: str | None = None):
+def train_stage(ctx, method, stage: str, ids, settings: dict | None = None, desc: str | None = None,
+                seed: int | None = None):
     """Train the label-free ``method`` (not yet set up) on the images ``ids`` in the stage folder
     ``stage`` (:func:`stage_folder`), under :func:`stage_lock`, once: a later call, from any cell,
     finds the loop's final checkpoint there and loads it instead of training again.
@@ -65,18 +66,33 @@ def train_stage(ctx, method, stage: str, ids, settings: dict | None = None, desc
     The stage context is ``ctx`` with ``settings`` (default: a copy of the cell's), no labelled ids,
     ``ids`` as the unlabelled stream and the stage folder as its run folder; a method with a
     ``train_context(ctx)`` (e.g. the ACWE methods: min–max scaled images) runs its loop on that.
+    ``seed``: the stage starts from ``seed_everything(seed)`` and the caller's random state is
+    restored afterwards, so the stage is the same whichever cell (or method: a stage shared by
+    several rows) computes it, and the calling cell's own training draws the same random numbers
+    whether the stage was trained now or loaded. ``None`` (default): the stage continues the
+    caller's random stream.
+
     Returns ``(loop summary, folder)``; the trained weights are in ``method.networks``. The
     summary's ``train_time_s`` is the stage's own training time, the same whether trained now or loaded.
     """
+    from .checkpoint import capture_rng, restore_rng, seed_everything
+
     folder = stage_folder(ctx, stage)
     ids = list(ids)
     with stage_lock(folder):
-        sctx = dataclasses.replace(ctx, settings=dict(ctx.settings if settings is None else settings), labelled_ids=[],
-                                   unlabelled_ids=ids, run_dir=folder)
-        method.setup(sctx)
-        run = method.train_context(sctx) if hasattr(method, "train_context") else sctx
-        summary = run.run_loop(method, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
-                               desc=desc or f"{method.name} stage")
+        saved = capture_rng() if seed is not None else None
+        try:
+            if seed is not None:
+                seed_everything(int(seed))
+            sctx = dataclasses.replace(ctx, settings=dict(ctx.settings if settings is None else settings),
+                                       labelled_ids=[], unlabelled_ids=ids, run_dir=folder)
+            method.setup(sctx)
+            run = method.train_context(sctx) if hasattr(method, "train_context") else sctx
+            summary = run.run_loop(method, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
+                                   desc=desc or f"{method.name} stage")
+        finally:
+            if saved is not None:
+                restore_rng(saved)
     return summary, folder
 
 

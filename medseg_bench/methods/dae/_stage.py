@@ -6,8 +6,12 @@ head) gets ``x + coarse noise`` (:func:`~._noise.coarse_noise`) and is trained t
 ``x``; the loss is the mean squared error over the label-free foreground
 (:func:`~._noise.foreground_mask`). It sees every training image (the budget's cases and the
 unlabelled pool, labels never read) and is trained once per (dataset, preset, configuration, seed)
-under ``ctx.stage_dir``: every budget of ``dae_finetune`` loads the same checkpoint
-(``dae_anomaly`` runs the same recipe as its own cell's loop, see :mod:`.anomaly`).
+under ``ctx.stage_dir``: ``dae_anomaly`` (budget 0) and every budget of ``dae_finetune`` load the
+same checkpoint (both declare the shared stage ``dae-``, so the runner computes it in one cell of
+the group and starts the others after it). The stage is seeded with the cell's seed and leaves the
+caller's random state as it found it (:func:`~medseg_bench.training.stages.train_stage`), so it is
+the same whichever row computes it, and a row's own training is the same whether the stage was
+trained in its cell or loaded.
 
 Schedule: as many iterations as ``supervised`` runs in the cell
 (:func:`~medseg_bench.training.stages.base_iterations`), the plan's
@@ -23,7 +27,10 @@ from ...training.stages import base_iterations, stage_key, train_stage
 from ..base import Method
 from ._noise import coarse_noise, foreground_mask
 
-__all__ = ["DAE_HPARAMS", "DaePretrain", "dae_optimiser_settings", "pretrained_dae", "stage_settings"]
+__all__ = ["DAE_HPARAMS", "DaePretrain", "STAGE_PREFIX", "dae_optimiser_settings", "pretrained_dae", "stage_settings"]
+
+#: the stage folders' name prefix (``dae-<configuration>-<key>``): the ``shared_stages`` of both DAE rows
+STAGE_PREFIX = "dae-"
 
 #: the DAE stage's own settings (prefixed ``dae_`` in the methods' hparams, so that ``dae_finetune``
 #: keeps ``supervised``'s optimiser for its fine-tuning)
@@ -80,5 +87,6 @@ def pretrained_dae(ctx, hp: dict) -> tuple[dict, dict]:
             "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "network",
                                                       "iterations", "optimizer", "lr", "weight_decay", "schedule")}}
     pre = DaePretrain(**dae_hp)
-    summary, _ = train_stage(ctx, pre, f"dae-{ctx.configuration}-{stage_key(blob)}", ids, settings)
+    summary, _ = train_stage(ctx, pre, f"{STAGE_PREFIX}{ctx.configuration}-{stage_key(blob)}", ids, settings,
+                             seed=int(ctx.seed))
     return pre.networks["network"].state_dict(), summary
