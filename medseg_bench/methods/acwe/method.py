@@ -64,8 +64,10 @@ point by point — same unless marked *differs*:
   slices of one volume, evaluated on other slices of the same volume. Ours: first block frozen
   including its BN statistics (*differs*), same loss, the budget's cases, ``supervised``'s
   iterations, evaluated on the held-out test cases.
-* Joint mode (mode 4): not in the published code; ours ``E + lambda_label · L_label``, λ = 1, both
-  per pixel (the code's losses are both pixel sums, so the ratio is the same).
+* Joint mode (mode 4): not in the published code (its README: "L_ACWE + L_label"); ours
+  ``[Σ_batch e + λ Σ_labelled l] / N_batch`` with λ = 1 — both losses pixel sums as in the code's
+  ``losses.py``, the energy over every image of the batch, the label loss over the labelled ones
+  (:mod:`.joint`).
 
 None of the differences changes which partition the energy prefers; why ``acwe`` fails on
 ``spect_bone`` (the energy's minimum there is the body, not the bone) is shown with figures in
