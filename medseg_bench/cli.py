@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="parallel cells for the local executor (default: one single-threaded worker per core; one per GPU)")
     p.add_argument("--rerun", action="store_true",
-                   help="run finished cells again from scratch (default: finished cells are kept, whatever commit made them)")
+                   help="run finished cells again from scratch (default: finished cells are kept, whatever commit made "
+                        "them); a shared stage is retrained only when every finished cell made from it is rerun")
     p.add_argument("--records", default=None, metavar="DIR",
                    help="count the cells that DIR holds done records for as finished, e.g. leaderboards/results "
                         "(the reference benchmark resumes on a new machine from its committed records)")
@@ -205,9 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         print(f"medseg-bench {name}: not yet available in this version", file=sys.stderr)
         return NOT_YET
-    from .workdir import resolve_workdir
-
     from .errors import InputError
+    from .workdir import resolve_workdir
 
     kwargs = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "datasets_command")}
     if kwargs.pop("no_verify", False):

@@ -118,6 +118,23 @@ def load_methods(names: list[str] | None) -> dict[str, type]:
     return {n: registry.get_method(n) for n in registry.list_methods(builtin_only=True)}
 
 
+def _stage_prefixes(classes: dict[str, type]):
+    """``method name -> its shared_stages`` for the grid's classes and, for finished cells of other
+    methods in the workdir, the registry's (a method that is not registered: none)."""
+    from .. import methods as registry
+
+    def prefixes(name: str) -> tuple:
+        cls = classes.get(name)
+        if cls is None:
+            try:
+                cls = registry.get_method(name)
+            except (KeyError, ValueError):
+                return ()
+        return tuple(getattr(cls, "shared_stages", None) or ())
+
+    return prefixes
+
+
 def _cuda_devices() -> list[str]:
     """``["cuda:0", ...]`` for the visible GPUs (empty on a CPU machine)."""
     try:
@@ -214,12 +231,12 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})},
                     {ds: {"instance_labels": bool(plans[ds].get("instance_labels"))} for ds in ds_names})
     if rerun:
-        from .results import reset_cell
+        from .results import reset_cell, reset_shared_stages
 
-        n_reset = 0
-        for c in cells:
-            prefixes = tuple(getattr(classes.get(c.method), "shared_stages", None) or ())
-            n_reset += reset_cell(workdir, c, prefixes)
+        known = {**(method_classes or {}), **classes}  # finished cells of methods outside the grid count too
+        for line in reset_shared_stages(workdir, cells, _stage_prefixes(known)):
+            log(line)
+        n_reset = sum(reset_cell(workdir, c) for c in cells)
         log(f"--rerun: {n_reset} finished cell(s) will run again (old run folders kept as *.previous)")
     elif records is not None:
         from .results import import_records

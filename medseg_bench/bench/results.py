@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import platform
 import subprocess
+import sys
 import tempfile
 import traceback
 from datetime import datetime, timezone
@@ -288,26 +288,86 @@ def stale_done_cells(workdir: Path, cells: list[Cell], dataset_hashes: dict[str,
     return out
 
 
-def reset_cell(workdir: Path, cell: Cell, stage_prefixes: tuple = ()) -> bool:
+def reset_cell(workdir: Path, cell: Cell) -> bool:
     """Make a finished cell run again (``run --rerun``). Returns whether it was done.
 
     The run folder moves to ``<run folder>.previous`` (replacing an older one), so training starts from
     scratch; the cell's record under ``results/`` stays until the new run replaces it, so a rerun that
-    is killed loses nothing. Cached stages of the cell's method and seed whose names start with one of
-    ``stage_prefixes`` are deleted (they are recomputed by the first cell that needs them).
+    is killed loses nothing. Shared stages are handled by :func:`reset_shared_stages` (call it first).
     """
-    import shutil
-
-    from ..workdir import Workdir
-
     run_dir = cell.run_dir(workdir)
     done = cell_is_done(workdir, cell)
     _set_aside(run_dir)
-    stages = Workdir(Path(workdir)).root / "stages" / cell.dataset / cell.preset
-    for prefix in stage_prefixes:
-        for folder in sorted(stages.glob(f"{prefix}*/seed_{cell.seed}")) if stages.is_dir() else []:
-            shutil.rmtree(folder)
     return done
+
+
+def finished_cells(workdir: Path, dataset: str, preset: str, seed: int) -> list[Cell]:
+    """Every cell of ``(dataset, preset, seed)`` with a ``DONE`` run folder in ``workdir``, whatever grid made it
+    (``*.previous`` folders are not cells)."""
+    runs = Path(workdir) / "runs" / dataset / preset
+    out = []
+    for done in sorted(runs.glob(f"*/*/budget_*/seed_{int(seed)}/{DONE_MARKER}")) if runs.is_dir() else []:
+        budget_dir = done.parent.parent
+        try:
+            cell = Cell(dataset, preset, budget_dir.parent.parent.name, budget_dir.parent.name,
+                        budget_dir.name[len("budget_"):], seed)
+        except ValueError:
+            continue
+        if cell.run_dir(workdir) == done.parent:
+            out.append(cell)
+    return out
+
+
+def reset_shared_stages(workdir: Path, cells: list[Cell], shared_stages) -> list[str]:
+    """The shared stages of a ``run --rerun`` of ``cells``; returns one log line per stage folder.
+
+    A cached stage folder ``stages/<dataset>/<preset>/<name>/seed_<s>`` (``Method.shared_stages``:
+    prefixes of ``name``) is the start of every finished cell that used it: every budget of a method,
+    and every method declaring the same stage (``dae_anomaly`` and ``dae_finetune``). It is retrained
+    only when **every** finished cell in the workdir that uses it is in the rerun: it then moves to
+    ``seed_<s>.previous`` (replacing an older one, like run folders) and the first rerun cell that
+    needs it computes it again. Otherwise it is kept, so that the rerun cells load the same stage as
+    the finished cells outside the rerun and the leaderboard never mixes rows made from two different
+    stages; the log line names those cells (rerun them too to retrain the stage).
+
+    ``shared_stages``: ``method name -> tuple of stage-name prefixes``. A cell is counted as a user
+    of a folder when its dataset, preset and seed match and its method declares a prefix of the
+    folder's name, in any configuration (conservative: a stage is never retrained under a finished
+    cell that may have used it). Call before :func:`reset_cell` (that removes the ``DONE`` markers
+    the users are found by).
+    """
+    from ..workdir import Workdir
+
+    root = Workdir(Path(workdir)).root
+    rerun = set(cells)
+
+    def uses(cell: Cell, name: str) -> bool:
+        return any(name.startswith(p) for p in shared_stages(cell.method) or ())
+
+    folders: dict[Path, tuple[str, str, int]] = {}
+    for c in cells:
+        stages = root / "stages" / c.dataset / c.preset
+        for prefix in shared_stages(c.method) or ():
+            for folder in sorted(stages.glob(f"{prefix}*/seed_{c.seed}")) if stages.is_dir() else []:
+                folders[folder] = (c.dataset, c.preset, c.seed)
+    lines = []
+    finished: dict[tuple[str, str, int], list[Cell]] = {}
+    for folder, (ds, preset, seed) in sorted(folders.items()):
+        if (ds, preset, seed) not in finished:
+            finished[(ds, preset, seed)] = finished_cells(workdir, ds, preset, seed)
+        name = folder.parent.name
+        rel = folder.relative_to(root)
+        outside = [c for c in finished[(ds, preset, seed)] if c not in rerun and uses(c, name)]
+        if outside:
+            shown = ", ".join(c.label() for c in outside[:4]) + (f" and {len(outside) - 4} more" if len(outside) > 4 else "")
+            lines.append(f"--rerun: kept shared stage {rel}: {len(outside)} finished cell(s) outside this rerun were "
+                         f"made from it ({shown}); the rerun cells load it, so all stay made from one stage "
+                         "(rerun those cells too to retrain it)")
+        else:
+            _set_aside(folder)
+            lines.append(f"--rerun: shared stage {rel} set aside as {folder.name}.previous (every finished cell "
+                         "made from it runs again; the first one retrains it)")
+    return lines
 
 
 def git_commit(repo_dir: Path | None = None) -> str | None:

@@ -25,8 +25,10 @@ def _calls(wd):
 
 def _run(wd, methods=METHODS, datasets=("toy_a", "toy_b"), **kw):
     kw.setdefault("budgets", [0, 2, "all"])
-    return run_benchmark(wd, datasets=list(datasets), preset="demo", cell_fn=fake_cell_fn,
-                         prepare_fn=fake_prepare, method_classes=methods, progress=False, leaderboard=False, **kw)
+    kw.setdefault("progress", False)
+    only = kw.pop("methods_only", None)  # the grid's methods (``--methods``) among ``methods``
+    return run_benchmark(wd, datasets=list(datasets), preset="demo", cell_fn=fake_cell_fn, methods=only,
+                         prepare_fn=fake_prepare, method_classes=methods, leaderboard=False, **kw)
 
 
 def test_run_skip_and_resume(wd):
@@ -116,10 +118,12 @@ def test_rerun_runs_finished_cells_again_and_keeps_the_old_records_until_replace
         shared_stages = ("pretrain",)
 
     methods = {**METHODS, "semi": Staged}
-    again, _ = _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[2], rerun=True)
+    again, _ = _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[2], rerun=True, progress=True)
     assert again.done == len(cells) and again.skipped == 0
     assert len(_calls(wd)) == 2 * n
-    assert not stage.exists()
+    # every finished cell made from the stage was rerun: it is set aside like the run folders
+    assert not stage.exists() and (stage.with_name("seed_0.previous") / "weights.pt").read_text() == "old"
+    assert "set aside as seed_0.previous" in capsys.readouterr().err
     for c in cells:  # the old run folders are kept beside the new ones
         assert (c.run_dir(wd).with_name(c.run_dir(wd).name + ".previous") / "DONE").is_file()
         assert (c.run_dir(wd) / "DONE").is_file()
@@ -128,6 +132,50 @@ def test_rerun_runs_finished_cells_again_and_keeps_the_old_records_until_replace
     # without --rerun nothing runs again
     third, _ = _run(wd, workers=0, datasets=["toy_a"], budgets=[2])
     assert third.skipped == len(cells) and len(_calls(wd)) == 2 * n
+
+
+def test_rerun_keeps_a_shared_stage_that_finished_cells_outside_the_rerun_were_made_from(wd, capsys):
+    """--rerun of one budget must not retrain the stage the other budgets' (and another method's)
+    finished records came from; it is retrained once every cell made from it is rerun."""
+
+    class Staged(METHODS["semi"]):
+        shared_stages = ("pretrain",)
+
+    class Other(METHODS["unsup"]):  # another row sharing the stage (as dae_anomaly and dae_finetune)
+        shared_stages = ("pretrain",)
+
+    methods = {"semi": Staged, "unsup": Other, "supervised": METHODS["supervised"]}
+    summary, cells = _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[0, 2, "all"])
+    assert summary.ok and {(c.method, c.budget) for c in cells} >= {("semi", 2), ("semi", "all"), ("unsup", 0)}
+    stage = wd / "stages" / "toy_a" / "demo" / "pretrain-2d-abc" / "seed_0"
+    stage.mkdir(parents=True)
+    (stage / "weights.pt").write_text("old")
+    other_seed = wd / "stages" / "toy_a" / "demo" / "pretrain-2d-abc" / "seed_1"
+    other_seed.mkdir(parents=True)
+    capsys.readouterr()
+
+    # one budget of one row: the stage stays, and the log says which finished cells keep it
+    again, _ = _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[2], rerun=True, progress=True,
+                    methods_only=["semi"])
+    assert again.done == 1
+    err = capsys.readouterr().err
+    assert (stage / "weights.pt").read_text() == "old" and not stage.with_name("seed_0.previous").exists()
+    assert "kept shared stage stages/toy_a/demo/pretrain-2d-abc/seed_0: 2 finished cell(s)" in err
+    assert "semi b2 s0" not in err.split("kept shared stage")[1].split("\n")[0]
+    assert "semi ball s0" in err and "unsup b0 s0" in err
+    assert other_seed.is_dir()  # another seed's stage is not this rerun's business
+
+    # both budgets of the row, but the other row is not rerun: still kept
+    _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[2, "all"], rerun=True, progress=True,
+         methods_only=["semi"])
+    err = capsys.readouterr().err
+    assert stage.is_dir() and "1 finished cell(s)" in err and "unsup b0 s0" in err
+
+    # every cell made from it: set aside as .previous, retrained by the rerun
+    _run(wd, methods=methods, workers=0, datasets=["toy_a"], budgets=[0, 2, "all"], rerun=True, progress=True)
+    err = capsys.readouterr().err
+    assert not stage.exists() and (stage.with_name("seed_0.previous") / "weights.pt").is_file()
+    assert "set aside as seed_0.previous" in err and other_seed.is_dir()
 
 
 def test_rerun_flag_reaches_the_runner():

@@ -334,8 +334,19 @@ def test_joint_mode_trains_energy_and_labels_together(tmp_path):
     m.setup(ctx)
     assert ctx.iterations == 4 and int(m.networks["network"].rule) == 0  # supervised's count; labels name the phase
     batch = {"data": torch.rand(2, 1, 16, 16), "seg": (torch.rand(2, 1, 16, 16) > 0.5).long()}
-    out = m.training_step(batch, {"data": torch.rand(3, 1, 16, 16)}, ctx)
-    assert out["loss"].item() == pytest.approx(out["energy"].item() + out["label_loss"].item(), rel=1e-5)
+    unl = {"data": torch.rand(3, 1, 16, 16)}
+    out = m.training_step(batch, unl, ctx)
+    # the code's convention: both losses are pixel sums over the batch (energy: all 5 images; label
+    # loss: the 2 labelled ones), over one constant (the batch's 5 * 256 pixels)
+    from medseg_bench.methods.acwe.losses import active_contour_loss, acwe_energy
+
+    with torch.no_grad():
+        z = m.networks["network"](torch.cat([batch["data"], unl["data"]]))
+        p = torch.sigmoid(z)
+        e_sum = acwe_energy(p, torch.cat([batch["data"], unl["data"]]), 5e-4)[0] * p.numel()
+        l_sum = active_contour_loss(p[:2], batch["seg"].float()) * p[:2].numel()
+    assert out["loss"].item() == pytest.approx(((e_sum + l_sum) / p.numel()).item(), rel=1e-4)
+    assert out["loss"].item() == pytest.approx(out["energy"].item() + 0.4 * out["label_loss"].item(), rel=1e-5)
     out["loss"].backward()
     m.fit(ctx)
     with pytest.raises(ValueError, match="label_loss"):

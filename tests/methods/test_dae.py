@@ -148,3 +148,72 @@ def test_anomaly_trains_the_dae_and_segments(tmp_path):
     img = ctx.folder.image(ids[0])
     p = m.predict_probabilities(img, ctx)
     assert p.shape == (2, 40, 40) and np.allclose(p.sum(0), 1.0, atol=1e-5)
+
+
+def _stage_files(tmp_path, work="work"):
+    return sorted((tmp_path / work / "stages").rglob("checkpoint_final.pt"))
+
+
+def _train_log_steps(folder):
+    import json
+
+    lines = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    return [x["iteration"] for x in lines if "loss" in x]
+
+
+def test_anomaly_and_finetune_share_one_dae_stage(tmp_path):
+    """dae_anomaly (budget 0) trains the DAE stage; dae_finetune (budget 2) of the same dataset, preset
+    and seed loads it: one stage folder, its checkpoint untouched, its loop logged once, and the
+    anomaly run's weights are the stage's. Then the other order in a second workdir gives the same
+    stage weights (the stage does not depend on which row computes it)."""
+    ids = synthetic_preprocessed(tmp_path / "pre", n_cases=6, shape=(40, 40))
+    cls, ctx = _ctx("dae_anomaly", tmp_path, ids, [], "run_anomaly", iterations=4)
+    ctx.unlabelled_ids = list(ids)
+    anomaly = cls()
+    anomaly.setup(ctx)
+    summary = anomaly.fit(ctx)
+    (stage,) = _stage_files(tmp_path)
+    assert stage.parent.parent.name.startswith("dae-")
+    mtime, steps = stage.stat().st_mtime_ns, _train_log_steps(stage.parent)
+    assert steps and max(steps) == 4 and summary["pretrain_time_s"] > 0
+    own = torch.load(ctx.run_dir / "checkpoint_final.pt", weights_only=False)["method"]["networks"]["network"]
+    dae = torch.load(stage, weights_only=False)["method"]["networks"]["network"]
+    assert all(torch.equal(own[k], dae[k]) for k in dae)  # the anomaly row predicts with the stage's DAE
+
+    cls_f, ctx_f = _ctx("dae_finetune", tmp_path, ids, ids[:2], "run_finetune", iterations=4)
+    ft = cls_f()
+    ft.setup(ctx_f)
+    ft.fit(ctx_f)
+    assert _stage_files(tmp_path) == [stage]  # no second DAE
+    assert stage.stat().st_mtime_ns == mtime and _train_log_steps(stage.parent) == steps  # loaded, not retrained
+    assert [loop["iterations"] for loop in ctx_f.loops] == [4, 4]  # the stage (loaded) and the fine-tuning
+
+    # the other order, in a fresh workdir: the same DAE
+    cls_f, ctx_f2 = _ctx("dae_finetune", tmp_path, ids, ids[:2], "run_finetune2", iterations=4)
+    ctx_f2.workdir = Workdir(tmp_path / "work2")
+    ft2 = cls_f()
+    ft2.setup(ctx_f2)
+    ft2.fit(ctx_f2)
+    (stage2,) = _stage_files(tmp_path, "work2")
+    assert stage2.relative_to(tmp_path / "work2") == stage.relative_to(tmp_path / "work")  # same stage name
+    dae2 = torch.load(stage2, weights_only=False)["method"]["networks"]["network"]
+    assert all(torch.equal(dae[k], dae2[k]) for k in dae)
+
+
+def test_runner_groups_both_dae_rows_on_their_stage():
+    """The runner runs one cell of {dae_anomaly b0, dae_finetune b2, b4} of a (dataset, preset, seed)
+    first and starts the others after it, so the stage is trained once; another seed is its own group."""
+    from medseg_bench.bench.cells import CellTask
+    from medseg_bench.bench.grid import Cell
+    from medseg_bench.bench.runner import _stage_groups
+
+    cells = [Cell("d", "demo", "2d", m, b, s) for s in (0, 1) for m, b in
+             (("dae_anomaly", 0), ("dae_finetune", 2), ("dae_finetune", 4))] + [Cell("d", "demo", "2d", "supervised", 2, 0)]
+    tasks = [CellTask(cell=c, workdir="w", estimate_s=3.0 if c.method == "dae_finetune" and c.budget == 2 else 1.0)
+             for c in cells]
+    groups = _stage_groups(tasks, lambda name: get_method(name).shared_stages)
+    assert len(groups) == 2
+    for seed in (0, 1):
+        lead = Cell("d", "demo", "2d", "dae_finetune", 2, seed)
+        assert {t.cell for t in groups[lead]} == {Cell("d", "demo", "2d", "dae_anomaly", 0, seed),
+                                                  Cell("d", "demo", "2d", "dae_finetune", 4, seed)}

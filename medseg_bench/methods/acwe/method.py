@@ -64,8 +64,10 @@ point by point — same unless marked *differs*:
   slices of one volume, evaluated on other slices of the same volume. Ours: first block frozen
   including its BN statistics (*differs*), same loss, the budget's cases, ``supervised``'s
   iterations, evaluated on the held-out test cases.
-* Joint mode (mode 4): not in the published code; ours ``E + lambda_label · L_label``, λ = 1, both
-  per pixel (the code's losses are both pixel sums, so the ratio is the same).
+* Joint mode (mode 4): not in the published code (its README: "L_ACWE + L_label"); ours
+  ``[Σ_batch e + λ Σ_labelled l] / N_batch`` with λ = 1 — both losses pixel sums as in the code's
+  ``losses.py``, the energy over every image of the batch, the label loss over the labelled ones
+  (:mod:`.joint`).
 
 None of the differences changes which partition the energy prefers; why ``acwe`` fails on
 ``spect_bone`` (the energy's minimum there is the body, not the bone) is shown with figures in
@@ -75,20 +77,18 @@ None of the differences changes which partition the energy prefers; why ``acwe``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 
 import numpy as np
 import torch
 
 from ...networks.r2net import R2Net, r2net_cost
-from ...training.stages import stage_lock
+from ...training.stages import base_iterations, set_iterations, stage_key, train_stage
 from .._polarity import polarity_rule
 from ..base import Method
 from ..registry import register_method
 from .losses import active_contour_loss, acwe_energy, minmax_normalise
 
-__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "cached_pretraining", "matched_iterations"]
+__all__ = ["AcweConvNet", "AcweFinetune", "MinMaxFolder", "matched_iterations"]
 
 _CITATION = ("J. Chen and E. C. Frey, Medical Image Segmentation via Unsupervised Convolutional Neural Network, "
              "MIDL 2020 (short paper), arXiv:2001.10155")
@@ -120,7 +120,8 @@ def _cpu_step_estimate(ctx) -> float | None:
 def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int | None:
     """Iterations of :class:`R2Net` that take the time the plan gives its U-Net for this preset.
 
-    ``base × step_time_estimate_s`` of the plan's configuration (``base``: :func:`base_iterations`)
+    ``base × step_time_estimate_s`` of the plan's configuration (``base``:
+    :func:`~medseg_bench.training.stages.base_iterations`)
     divided by the R2Net step time the plan's CPU step-time model predicts; None when the plan has
     no CPU step estimate (GPU plans, hand-made contexts) or ``match_time_budget`` is off.
     """
@@ -135,35 +136,6 @@ def matched_iterations(ctx, in_channels: int, hp: dict, batch_size: int) -> int 
     large = acts * batch_size if map_bytes > LARGE_MAP_BYTES else 0.0
     step = load_step_time_model(threads=1).predict_totals(len(patch), macs * batch_size, acts * batch_size, large)
     return max(1, int(base_iterations(ctx) * est / step))
-
-
-def base_iterations(ctx) -> int:
-    """The U-Net iteration count of the cell (the preset's, or ``--iterations``): ``setup`` keeps it
-    as ``settings["plan_iterations"]`` before it sets ``settings["iterations"]`` to this method's own
-    count (so the result record states the iterations that ran)."""
-    return int(ctx.settings.get("plan_iterations", ctx.iterations))
-
-
-def _set_iterations(ctx, n: int) -> None:
-    ctx.settings.setdefault("plan_iterations", ctx.iterations)
-    ctx.settings["iterations"] = int(n)
-
-
-def cached_pretraining(ctx, pre: Method, stage: str, ids: list[str]) -> tuple[dict, object]:
-    """Train ``pre`` (a label-free method, not yet set up) on the images ``ids`` in the stage folder
-    ``stage`` under ``ctx.stage_dir`` (or the run folder without a workdir), once: a later call, from
-    any budget's cell, loads the final checkpoint instead. Returns ``(network state, folder)``."""
-    try:
-        folder = ctx.stage_dir(stage)
-    except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
-        folder = ctx.run_dir / stage
-    with stage_lock(folder):
-        pctx = dataclasses.replace(ctx, settings=dict(ctx.settings), labelled_ids=[], unlabelled_ids=ids,
-                                   run_dir=folder)
-        pre.setup(pctx)
-        pre.train_context(pctx).run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=ids,
-                                         desc=f"{pre.name} pre-training")
-    return pre.networks["network"].state_dict(), folder
 
 
 @register_method
@@ -228,7 +200,7 @@ class AcweConvNet(Method):
 
     def setup(self, ctx) -> None:
         self.networks["network"] = self._build(ctx)
-        _set_iterations(ctx, self.pretrain_iterations(ctx))
+        set_iterations(ctx, self.pretrain_iterations(ctx))
         self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
 
     @classmethod
@@ -341,7 +313,7 @@ class AcweFinetune(AcweConvNet):
             for p in block.parameters():
                 p.requires_grad_(False)
         self.networks["network"] = net
-        _set_iterations(ctx, self.finetune_iterations(ctx))
+        set_iterations(ctx, self.finetune_iterations(ctx))
         self.optimizer, self.scheduler = ctx.make_optimizer(self.parameters())
 
     @classmethod
@@ -364,15 +336,16 @@ class AcweFinetune(AcweConvNet):
                 "settings": {k: ctx.settings.get(k) for k in ("batch_size", "augmentation")},
                 "iterations": self.pretrain_iterations(ctx),
                 "dataset_hash": ctx.plans.get("dataset_hash"), "in_channels": ctx.in_channels}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return stage_key(blob)
 
     def pretrained_state(self, ctx) -> dict:
         """The pre-trained network's state: trained once on every training image (the budget's cases
         and the unlabelled pool together, labels unread) and cached; later calls load it."""
         ids = sorted(set(ctx.labelled_ids) | set(ctx.unlabelled_ids))
         pre = AcweConvNet(**{k: self.hparams[k] for k in AcweConvNet.hparams})
-        state, self.stage_folder = cached_pretraining(ctx, pre, f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}", ids)
-        return state
+        _, self.stage_folder = train_stage(ctx, pre, f"acwe_pretrain-{ctx.configuration}-{self.stage_key(ctx, ids)}", ids,
+                                           desc=f"{pre.name} pre-training")
+        return pre.networks["network"].state_dict()
 
     def fit(self, ctx):
         net = self.networks["network"]

@@ -21,16 +21,15 @@ Polarity needs no rule: stage B's labels decide which output channel is the fore
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 
 import torch
 
+from ...training.stages import base_iterations, set_iterations, stage_key, train_stage
 from ..base import Method
 from ..registry import register_method
 from ..supervised import Supervised
 from .losses import acwe_energy
-from .method import _CITATION, _INTENSITY_AUG, base_iterations, cached_pretraining
+from .method import _CITATION, _INTENSITY_AUG
 
 __all__ = ["AcweUNetFinetune", "AcweUNetPretrain", "patch_minmax"]
 
@@ -64,8 +63,7 @@ class AcweUNetPretrain(Method):
         return dataclasses.replace(ctx, settings=settings)
 
     def setup(self, ctx) -> None:
-        ctx.settings.setdefault("plan_iterations", ctx.iterations)
-        ctx.settings["iterations"] = base_iterations(ctx)
+        set_iterations(ctx, base_iterations(ctx))
         super().setup(ctx)
 
     def training_step(self, labelled, unlabelled, ctx):
@@ -104,10 +102,10 @@ class AcweUNetFinetune(Supervised):
         blob = {"hparams": self.hparams, "patch": ctx.patch_size, "ids": ids, "iterations": base_iterations(ctx),
                 "settings": {k: ctx.settings.get(k) for k in ("batch_size", "augmentation")},
                 "dataset_hash": ctx.plans.get("dataset_hash"), "in_channels": ctx.in_channels}
-        key = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
         pre = AcweUNetPretrain(**{k: self.hparams[k] for k in AcweUNetPretrain.hparams})
-        state, self.stage_folder = cached_pretraining(ctx, pre, f"acwe_unet_pretrain-{ctx.configuration}-{key}", ids)
-        return state
+        _, self.stage_folder = train_stage(ctx, pre, f"acwe_unet_pretrain-{ctx.configuration}-{stage_key(blob)}", ids,
+                                           desc=f"{pre.name} pre-training")
+        return pre.networks["network"].state_dict()
 
     def fit(self, ctx):
         self.networks["network"].load_state_dict(self.pretrained_state(ctx))

@@ -3,7 +3,7 @@
 * :mod:`._noise`: coarse noise, the label-free foreground mask, the anomaly map and its threshold.
 * :mod:`._stage`: the DAE (:class:`~._stage.DaePretrain`) and its budget-independent cached stage
   (trained once per dataset, preset, configuration, seed under ``ctx.stage_dir``, shared by every
-  budget of ``dae_finetune``; ``dae_anomaly`` trains the same recipe as its own cell's loop).
+  budget of ``dae_finetune`` and by ``dae_anomaly``).
 * :mod:`.anomaly`: ``dae_anomaly`` (unsupervised, budget 0).
 * :mod:`.finetune`: ``dae_finetune`` (semi-supervised, budgets >= 1).
 

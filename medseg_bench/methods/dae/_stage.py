@@ -6,10 +6,15 @@ head) gets ``x + coarse noise`` (:func:`~._noise.coarse_noise`) and is trained t
 ``x``; the loss is the mean squared error over the label-free foreground
 (:func:`~._noise.foreground_mask`). It sees every training image (the budget's cases and the
 unlabelled pool, labels never read) and is trained once per (dataset, preset, configuration, seed)
-under ``ctx.stage_dir``: every budget of ``dae_finetune`` loads the same checkpoint
-(``dae_anomaly`` runs the same recipe as its own cell's loop, see :mod:`.anomaly`).
+under ``ctx.stage_dir``: ``dae_anomaly`` (budget 0) and every budget of ``dae_finetune`` load the
+same checkpoint (both declare the shared stage ``dae-``, so the runner computes it in one cell of
+the group and starts the others after it). The stage is seeded with the cell's seed and leaves the
+caller's random state as it found it (:func:`~medseg_bench.training.stages.train_stage`), so it is
+the same whichever row computes it, and a row's own training is the same whether the stage was
+trained in its cell or loaded.
 
-Schedule: as many iterations as ``supervised`` runs in the cell (:func:`base_iterations`), the plan's
+Schedule: as many iterations as ``supervised`` runs in the cell
+(:func:`~medseg_bench.training.stages.base_iterations`), the plan's
 patches, batch size and augmentation. Optimiser: AdamW, lr 1e-3, weight decay 1e-5, poly decay. The
 DAE code uses Adam (AMSGrad) at lr 1e-4 for thousands of epochs; our CPU presets run a few hundred
 iterations, where lr 1e-4 leaves the reconstruction close to the identity of the noisy input, so the
@@ -18,49 +23,19 @@ rate is ten times higher (the ``paper`` preset keeps the same rule; override ``d
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-
-from ...training.stages import stage_lock
+from ...training.stages import base_iterations, stage_key, train_stage
 from ..base import Method
 from ._noise import coarse_noise, foreground_mask
 
-__all__ = ["DAE_HPARAMS", "DaePretrain", "base_iterations", "cached_stage", "dae_optimiser_settings", "pretrained_dae",
-           "stage_settings"]
+__all__ = ["DAE_HPARAMS", "DaePretrain", "STAGE_PREFIX", "dae_optimiser_settings", "pretrained_dae", "stage_settings"]
+
+#: the stage folders' name prefix (``dae-<configuration>-<key>``): the ``shared_stages`` of both DAE rows
+STAGE_PREFIX = "dae-"
 
 #: the DAE stage's own settings (prefixed ``dae_`` in the methods' hparams, so that ``dae_finetune``
 #: keeps ``supervised``'s optimiser for its fine-tuning)
 DAE_HPARAMS: dict = {"dae_optimizer": "adamw", "dae_lr": 1e-3, "dae_weight_decay": 1e-5, "dae_schedule": "poly",
                      "dae_sigma": 0.2, "dae_resolution": 16}
-
-
-def base_iterations(ctx) -> int:
-    """The U-Net iteration count of the cell (the preset's, or ``--iterations``), kept as
-    ``settings["plan_iterations"]`` by a method that changed ``settings["iterations"]`` (the same
-    rule as the ACWE methods; the lead may dedupe the two into one helper)."""
-    return int(ctx.settings.get("plan_iterations", ctx.iterations))
-
-
-def cached_stage(ctx, pre: Method, stage: str, ids: list[str], settings: dict | None = None) -> tuple[dict, dict]:
-    """Train the label-free method ``pre`` (not yet set up) on the images ``ids`` in the folder
-    ``ctx.stage_dir(stage)`` (the run folder for a context without a workdir), once; a later call
-    from any cell loads its final checkpoint. ``settings`` replaces the context's for the stage.
-
-    Returns ``(state dict of pre's "network", loop summary)``; the summary's ``train_time_s`` is the
-    stage's own training time, the same whether it was trained now or loaded.
-    (The same pattern as ``cached_pretraining`` of the ACWE methods.)"""
-    try:
-        folder = ctx.stage_dir(stage)
-    except RuntimeError:
-        folder = ctx.run_dir / stage
-    with stage_lock(folder):
-        pctx = dataclasses.replace(ctx, settings=dict(settings or ctx.settings), labelled_ids=[],
-                                   unlabelled_ids=list(ids), run_dir=folder)
-        pre.setup(pctx)
-        summary = pctx.run_loop(pre, out_dir=folder, labelled_ids=[], unlabelled_ids=list(ids),
-                                desc=f"{pre.name} stage")
-    return pre.networks["network"].state_dict(), summary
 
 
 class DaePretrain(Method):
@@ -111,5 +86,7 @@ def pretrained_dae(ctx, hp: dict) -> tuple[dict, dict]:
     blob = {"hparams": dae_hp, "ids": ids, "dataset_hash": ctx.plans.get("dataset_hash"),
             "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "network",
                                                       "iterations", "optimizer", "lr", "weight_decay", "schedule")}}
-    key = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return cached_stage(ctx, DaePretrain(**dae_hp), f"dae-{ctx.configuration}-{key}", ids, settings)
+    pre = DaePretrain(**dae_hp)
+    summary, _ = train_stage(ctx, pre, f"{STAGE_PREFIX}{ctx.configuration}-{stage_key(blob)}", ids, settings,
+                             seed=int(ctx.seed))
+    return pre.networks["network"].state_dict(), summary

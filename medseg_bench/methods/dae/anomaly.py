@@ -3,12 +3,14 @@
 A. Kascenas, N. Pugeault, A. Q. O'Neil, "Denoising Autoencoders for Unsupervised Anomaly Detection
 in Brain MRI", MIDL 2022 (PMLR 172:653-664); the pre-training of J. Holzschuh et al., MIDL 2023.
 
-Training: the DAE of :mod:`._stage` (:class:`~._stage.DaePretrain`: the same recipe, settings and
-iterations as ``dae_finetune``'s stage), run as this cell's own engine loop in its run folder —
-budget 0 is one cell per (dataset, preset, seed), and a loop of its own keeps the engine's
-checkpoint/resume contract (a cell that only loaded a shared stage would have nothing to resume).
-The price: the DAE is trained twice per (dataset, preset, seed), here and in ``dae_finetune``'s
-stage. Inference on one
+Training: none of its own — the cell loads the shared DAE stage of :mod:`._stage`
+(:func:`~._stage.pretrained_dae`, trained once per dataset, preset, configuration and seed on every
+training image, labels unread), the very checkpoint every budget of ``dae_finetune`` starts from;
+whichever of the two rows reaches it first trains it (the runner groups them by their common
+``shared_stages``), the other loads it. A cell killed while training the stage resumes it from the
+stage folder's checkpoint. The cell writes the loaded weights as its own final checkpoint (so
+``medseg-bench predict`` loads the run like any other) and reports the stage's training time as
+its ``train_time_s`` (``pretrain_time_s``), whether it trained the stage or loaded it. Inference on one
 preprocessed image ``x``: the reconstruction ``DAE(x)`` over overlapping windows (no noise), the
 anomaly map ``a = median5(mean_c |x - DAE(x)|)`` (:func:`~._noise.anomaly_map`, per slice for a 2D
 network on a volume), and the label-free threshold rule **per-image Otsu in the body**: ``t`` is
@@ -20,12 +22,14 @@ body (0.5 at the threshold, monotone in ``a``) and 0 outside, so ``argmax`` give
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..registry import register_method
 from ._noise import anomaly_map, foreground_mask, otsu_threshold
-from ._stage import DAE_HPARAMS, DaePretrain, dae_optimiser_settings
+from ._stage import DAE_HPARAMS, STAGE_PREFIX, DaePretrain, dae_optimiser_settings, pretrained_dae
 
 __all__ = ["DaeAnomaly", "threshold_anomaly_map"]
 
@@ -63,6 +67,7 @@ class DaeAnomaly(DaePretrain):
     budgets = "zero_only"
     class_rule = ("label-free: per-image Otsu threshold of the median-filtered DAE reconstruction error inside the "
                   "body mask; above it is foreground")
+    shared_stages = (STAGE_PREFIX,)  # the same stage as dae_finetune (one DAE per dataset, preset, seed)
     hparams = {**DAE_HPARAMS, **dae_optimiser_settings(DAE_HPARAMS), "median_kernel": 5}
 
     def setup(self, ctx) -> None:
@@ -70,6 +75,20 @@ class DaeAnomaly(DaePretrain):
             raise ValueError(f"{self.name} gives one anomaly class; dataset {ctx.dataset!r} has "
                              f"{ctx.num_classes - 1} foreground classes")
         super().setup(ctx)
+
+    def fit(self, ctx) -> dict:
+        """Load (or, first, train) the shared DAE stage; write its weights as this run's final checkpoint."""
+        from ...training.checkpoint import save_checkpoint
+        from ...training.loop import CHECKPOINT_FINAL
+
+        state, stage = pretrained_dae(ctx, self.hparams)
+        self.networks["network"].load_state_dict(state)
+        pre_s = float(stage.get("train_time_s", 0.0))
+        save_checkpoint(Path(ctx.run_dir) / CHECKPOINT_FINAL,
+                        {"iteration": int(stage["iterations"]), "method": self.state_dict(), "train_time_s": pre_s,
+                         "settings": ctx.settings, "stage": str(Path(stage["final_checkpoint"]).parent)})
+        return {"iterations": int(stage["iterations"]), "train_time_s": pre_s, "pretrain_time_s": pre_s,
+                "resumed_from": int(stage.get("resumed_from") or 0), "stage": stage["stage"]}
 
     @torch.inference_mode()
     def predict_probabilities(self, image: np.ndarray, ctx) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..base import Method
 from ..registry import register_method
 from ..supervised import Supervised
-from ._stage import DAE_HPARAMS, pretrained_dae
+from ._stage import DAE_HPARAMS, STAGE_PREFIX, pretrained_dae
 
 __all__ = ["DaeFinetune", "HEAD_PREFIX", "transfer_weights"]
 
@@ -52,7 +52,7 @@ class DaeFinetune(Method):
     needs_labels = True
     uses_unlabelled = False  # the engine loop is the fine-tuning; the unlabelled images feed the stage
     budgets = "labelled"
-    shared_stages = ("dae-",)
+    shared_stages = (STAGE_PREFIX,)  # the same stage as dae_anomaly (one DAE per dataset, preset, seed)
     hparams = {**Supervised.hparams, **DAE_HPARAMS}
 
     def fit(self, ctx):

@@ -16,8 +16,6 @@ trained on pseudo-labels see them through :class:`PseudoLabelFolder`, which neve
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ...networks import build_resnet_classifier
-from ...training.stages import save_array, stage_lock, write_json
+from ...training.stages import save_array, stage_folder, stage_key, stage_lock, train_stage, write_json
 from ..base import Method
 from .activation import grad_cam, rotation_consistency_loss
 from .pseudo_masks import pseudo_mask
@@ -47,17 +45,8 @@ __all__ = [
 IGNORE_INDEX = -100
 
 
-def stage_key(blob: dict) -> str:
-    """10 hex digits of the SHA-256 of ``blob`` as sorted JSON."""
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _stage_folder(ctx, name: str, key: str) -> Path:
-    stage = f"{name}-{ctx.configuration}-{key}"
-    try:
-        return ctx.stage_dir(stage)
-    except RuntimeError:  # no workdir (a hand-made context): keep the stage inside the run
-        return Path(ctx.run_dir) / stage
+def _stage_name(ctx, name: str, key: str) -> str:
+    return f"{name}-{ctx.configuration}-{key}"
 
 
 def encode_targets(mask: np.ndarray, vor: np.ndarray) -> np.ndarray:
@@ -175,13 +164,9 @@ def ssl_stage(ctx, settings: dict, iterations: int, net_hp: dict, ids: list[str]
                      "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "optimizer", "lr",
                                                                "weight_decay", "schedule")},
                      "dataset_hash": ctx.plans.get("dataset_hash"), "in_channels": ctx.in_channels})
-    folder = _stage_folder(ctx, "psm_ssl", key)
     ssl = RotationSSL(**net_hp)
-    with stage_lock(folder):
-        sctx = dataclasses.replace(ctx, settings={**settings, "iterations": iterations}, run_dir=folder,
-                                   labelled_ids=[], unlabelled_ids=list(ids))
-        ssl.setup(sctx)
-        sctx.run_loop(ssl, out_dir=folder, labelled_ids=[], unlabelled_ids=ids, desc="psm self-supervised")
+    _, folder = train_stage(ctx, ssl, _stage_name(ctx, "psm_ssl", key), ids, {**settings, "iterations": iterations},
+                            desc="psm self-supervised")
     net = ssl.networks["network"]
     net.eval()
     return net, key, folder
@@ -192,7 +177,7 @@ def mask_stage(ctx, net, ssl_key: str, hp: dict, scale: float, ids: list[str]) -
     mask_hp = {k: hp[k] for k in ("activation_layer", "beta", "heat_order", "min_object_px", "max_hole_px",
                                   "kmeans_fit_pixels")}
     key = stage_key({"stage": "masks", "ssl": ssl_key, "hp": mask_hp, "scale": round(scale, 6), "ids": ids})
-    folder = _stage_folder(ctx, "psm_masks", key)
+    folder = stage_folder(ctx, _stage_name(ctx, "psm_masks", key))
     with stage_lock(folder):
         if (folder / "masks.json").is_file():
             return key, folder
@@ -224,7 +209,7 @@ def detection_stage(ctx, settings: dict, iterations: int, mask_key: str, mask_di
                      "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "optimizer",
                                                                "lr", "momentum", "weight_decay", "schedule",
                                                                "oversample_foreground", "sw_overlap")}})
-    folder = _stage_folder(ctx, "psm_detect", key)
+    folder = stage_folder(ctx, _stage_name(ctx, "psm_detect", key))
     det = PseudoMaskNet()
     with stage_lock(folder):
         dctx = dataclasses.replace(ctx, settings={**settings, "iterations": iterations}, run_dir=folder,
