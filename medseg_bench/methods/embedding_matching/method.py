@@ -158,6 +158,8 @@ class EmbeddingMatching(Method):
     """
 
     name = "embedding_matching"
+    # the paper's setting (hip bone in CT); demo grid only: ~110 s of CPU per demo cell, the costliest row
+    demo_datasets = ("ct_hip",)
     family = "semi-supervised"
     citation = _CITATION
     dims = (2, 3)
