@@ -338,9 +338,9 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
             ty = 0
             tx = 0
             work = 0
-            a = 0
+            a = bz_  # rows nearer than the box's z-range hold nothing: start at its edge slice
             while work <= max_work:
-                if a > 0 and far_scale * best > 4 * max_work:
+                if a > bz_ and far_scale * best > 4 * max_work:
                     work = max_work + 1  # the disk still to scan is too large: leave it to the caller
                     break
                 A = s0sq * a * a
