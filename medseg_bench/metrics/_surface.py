@@ -45,6 +45,7 @@ DEFAULT_NSD_TOLERANCE = 2.0  # NSD tau in voxels of the finest axis when a calle
 # build). Every path is exact, so these limits change times, not values (benchmarks/README.md).
 _MAX_ROW_WORK = 1500
 _MAX_FAR_WORK = 200_000
+_FAR_BLOCKS_MIN = 256  # far queries that make the block minima worth a pass over the column distances
 
 
 def _as_mask(x, name: str) -> np.ndarray:
@@ -135,8 +136,10 @@ def _directed(query: _Surface, target: _Surface, sp3) -> np.ndarray:
     if todo.size and _MAX_FAR_WORK > _MAX_ROW_WORK:
         # far queries: the same search again, skipping x-blocks whose minimum cannot beat the best
         nz, ny, nx = g.shape
-        bmin = np.empty((nz, ny, -(-nx // K.BLOCK)), g.dtype)
-        pick(K.BLOCK_MINIMA, g.size)(g, bmin)
+        bmin = no_blocks
+        if todo.size >= _FAR_BLOCKS_MIN:  # the block minima cost a pass over g: only for many
+            bmin = np.empty((nz, ny, -(-nx // K.BLOCK)), g.dtype)
+            pick(K.BLOCK_MINIMA, g.size)(g, bmin)
         far = np.ascontiguousarray(query.pts[todo])
         off_far = np.empty((todo.size, 3), np.int64)
         pick(K.NEAREST_IN_ROWS, todo.size * 4096)(far, *args, bmin, sp3, _MAX_FAR_WORK, off_far)

@@ -124,6 +124,14 @@ def _row_min_int(row, xa, xb, qx, e, none):
     return m
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _disk_work(r2, nz, sp):
+    """About how many row entries a search of squared radius ``r2`` scans: the lattice disk in the
+    (z, x) plane, or at most ``nz`` windows when the box has few slices (one for a 2D image)."""
+    r = np.sqrt(r2)
+    return min(np.pi * r2 / (sp[0] * sp[2]), nz * (2.0 * r / sp[2] + 1.0))
+
+
 def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out):
     """Offsets from each query ``q[i]`` (image indices) to its nearest target voxel behind ``g``.
 
@@ -142,7 +150,6 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out)
     s2sq = sp[2] * sp[2]
     same_sp = sp[1] == sp[2]
     use_blocks = bmin.shape[2] > 0
-    far_scale = np.pi / (sp[0] * sp[2])  # lattice points per unit squared radius of a row disk
     nchunks = (n + _QUERY_CHUNK - 1) // _QUERY_CHUNK
     for c in prange(nchunks):
         tmp = np.empty(nx, np.float64)
@@ -169,7 +176,7 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out)
             bz_ = max(0, -qz, qz - (nz - 1))
             bx_ = max(0, -qx, qx - (nx - 1))
             lb = s0sq * bz_ * bz_ + s1sq * e * e + s2sq * bx_ * bx_
-            if lb * far_scale > max_work:
+            if _disk_work(lb, nz, sp) > max_work:
                 out[i, 0] = -1
                 out[i, 1] = -1
                 out[i, 2] = -1
@@ -199,7 +206,7 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out)
             work = 0
             a = bz_  # rows nearer than the box's z-range hold nothing: start at its edge slice
             while work <= max_work:
-                if a > bz_ and far_scale * best > 4 * max_work:
+                if a > bz_ and _disk_work(best, nz, sp) > 4 * max_work:
                     work = max_work + 1  # the disk still to scan is too large: leave it to the caller
                     break
                 A = s0sq * a * a
