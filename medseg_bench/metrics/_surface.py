@@ -5,10 +5,11 @@ face-neighbour outside the mask or outside the image; points are voxel centres a
 ``index * spacing``; distances are exact Euclidean nearest-neighbour distances between the two
 surfaces. Units are the spacing's units (mm for medical volumes, pixels when no spacing is given).
 
-How: numba kernels extract both surfaces inside the joint bounding box of the two masks, compute
-for each surface the per-column distances along one axis (the first pass of a separable EDT), and
-finish the exact nearest-neighbour search at each surface point only, with an early stop at the
-best distance found (see ``_surface_kernels``). No full-volume distance transform.
+How: numba kernels mark each surface inside its mask's bounding box fused with the per-column
+distances along one axis (the first pass of a separable EDT), and finish the exact
+nearest-neighbour search at each surface point only, with an early stop at the best distance found;
+far queries get a block-pruned search, the farthest a KD-tree (see ``_surface_kernels``). No
+full-volume distance transform.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Only distances between the two surfaces are needed, so nothing is computed outsi
 bounding boxes, and no full distance transform is built. For a target surface T (in its box):
 
 1. ``G[z, y, x]`` = distance, in voxels along axis 1, from ``(z, y, x)`` to the nearest voxel of T
-   in the same ``(z, x)`` column (the first, 1D pass of a separable EDT; two vectorised sweeps).
+   in the same ``(z, x)`` column (the first, 1D pass of a separable EDT; two vectorised sweeps,
+   fused with the surface marking: :func:`_surface_columns`; ``G == 0`` is the surface).
 2. For a query point ``q`` the squared distance to T is the minimum over rows ``(z', q_y)`` of
    ``(s0 dz)^2 + min_x [(s2 (x - q_x))^2 + (s1 G[z', q_y, x])^2]`` -- the remaining passes of the
    EDT, evaluated at ``q`` only. Rows are visited by increasing ``|dz|`` and the search stops as
@@ -18,10 +19,12 @@ bounding boxes, and no full distance transform is built. For a target surface T 
    d(q), scanned as a branch-free, vectorised min per row (in integers when ``s1 == s2``). The
    nearest targets of the last few queries (scan order keeps them close) give the first bound;
    rows whose lower bound (their smallest ``G``, their target columns' x-range) cannot improve it
-   are skipped. A query row outside the box along axis 1 reads the box's edge row plus its
-   distance to it.
-3. Queries whose disk would be large (far from T: isolated false positives, far outside T's box)
-   are handed back (-1) and answered by a KD-tree over T's points (``_surface.py``).
+   are skipped, and rows nearer than T's z-range are never visited. A query row outside the box
+   along axis 1 reads the box's edge row plus its distance to it.
+3. Queries whose disk would be large (far from T: isolated false positives) are handed back (-1).
+   ``_surface.py`` runs them again with x-block minima of ``G`` (:func:`_block_minima`): inside a
+   wide window only blocks whose lower bound can beat the best are scanned. The few left after a
+   larger work limit are answered by a KD-tree over T's points.
 
 The result is the exact minimum (nothing that could be nearer is skipped). The reported distance is
 recomputed from the integer offsets of the winner as ``sqrt((dz s0)^2 + (dy s1)^2 + (dx s2)^2)`` in
@@ -135,7 +138,7 @@ def _disk_work(r2, nz, sp):
 def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out):
     """Offsets from each query ``q[i]`` (image indices) to its nearest target voxel behind ``g``.
 
-    ``g`` is the target's :func:`_column_distances` over the target's bounding box at ``lo``;
+    ``g`` is the target's column distances (:func:`_surface_columns`) over its bounding box at ``lo``;
     ``row_min[z, y]`` its minimum over x; box slice ``z`` has target columns only in
     ``[xlo[z], xhi[z]]`` (empty if ``xlo > xhi``). Queries may lie outside the box: a query row
     beyond the box along axis 1 reads the box's edge row plus its distance to it (all targets of a
@@ -334,8 +337,12 @@ BLOCK_MINIMA = variants(_block_minima)
 
 
 def _surface_columns(m, use_axis0, lo, hi, row_any, nstrips, g, none, row_min, counts):
-    """Surface marking fused with the column distances: :func:`_surface_in_box` and
-    :func:`_column_distances` in one pass, without a marked box.
+    """Surface marking fused with the column distances (one pass, no marked box).
+
+    A surface voxel is a foreground voxel of the uint8 mask ``m`` with a face-neighbour outside the
+    mask or outside the image; the box ``[lo, hi]`` must contain the foreground, and rows without
+    foreground (``row_any``) are skipped. Inner loops are branch-free over 1D row views, so they
+    vectorise.
 
     ``g`` (box ``[lo, hi]``) gets ``|y - y'|`` to the nearest surface voxel in the same ``(z, x)``
     column (``none`` if the column has none), so ``g == 0`` marks the surface. Work is split into
