@@ -253,6 +253,7 @@ def test_kdtree_fallback_is_exact(monkeypatch, max_work, far_work):
 
     monkeypatch.setattr(_surface, "_MAX_ROW_WORK", max_work)
     monkeypatch.setattr(_surface, "_MAX_FAR_WORK", far_work)
+    monkeypatch.setattr(_surface, "_FAR_BLOCKS_MIN", 0)  # block minima even for a few far queries
     for ndim in (2, 3):
         for name, p, r in _case_pairs(ndim, 11):
             for sp in SPACINGS[ndim][:3]:
