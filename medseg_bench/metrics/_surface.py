@@ -5,10 +5,11 @@ face-neighbour outside the mask or outside the image; points are voxel centres a
 ``index * spacing``; distances are exact Euclidean nearest-neighbour distances between the two
 surfaces. Units are the spacing's units (mm for medical volumes, pixels when no spacing is given).
 
-How: numba kernels extract both surfaces inside the joint bounding box of the two masks, compute
-for each surface the per-column distances along one axis (the first pass of a separable EDT), and
-finish the exact nearest-neighbour search at each surface point only, with an early stop at the
-best distance found (see ``_surface_kernels``). No full-volume distance transform.
+How: numba kernels mark each surface inside its mask's bounding box fused with the per-column
+distances along one axis (the first pass of a separable EDT), and finish the exact
+nearest-neighbour search at each surface point only, with an early stop at the best distance found;
+far queries get a block-pruned search, the farthest a KD-tree (see ``_surface_kernels``). No
+full-volume distance transform.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ __all__ = [
 
 HD95_MODES = ("max", "pooled")
 DEFAULT_NSD_TOLERANCE = 2.0  # NSD tau in voxels of the finest axis when a caller gives none (METRICS.md)
-# row entries a query may scan (~0.5-1 ns each) before a KD-tree over the target points (~1-3 us a
-# query, ~10 us far from the surface) answers it instead: only queries far from the other surface get
-# there. 6000 (was 1500; issue 22): 2D 2048² shifted 34-38 -> 24 ms single-threaded CPU, 3D 256³
-# unchanged or a little faster (benchmarks/README.md); both paths are exact, so values do not change
-_MAX_ROW_WORK = 6000
+# Row entries a query may scan before it is handed on: first (~0.5-1 ns an entry) with plain row
+# windows, then, for the queries left (far from the other surface: isolated false positives), with
+# x-block minima that skip most of a wide window (~1 ns a block bound, 16 entries a block), and the
+# few left after that go to a KD-tree over the target points (~15 us a far query plus a serial
+# build). Every path is exact, so these limits change times, not values (benchmarks/README.md).
+_MAX_ROW_WORK = 1500
+_MAX_FAR_WORK = 200_000
+_FAR_BLOCKS_MIN = 256  # far queries that make the block minima worth a pass over the column distances
 
 
 def _as_mask(x, name: str) -> np.ndarray:
@@ -82,30 +86,38 @@ class _Mask:
         return bool(np.any(self.hi < self.lo))
 
 
-def _surface_box(mask: _Mask, use_axis0: bool):
-    """Surface of ``mask`` marked in a uint8 box over its bounding box, and its points (scan order)."""
-    shape = tuple(int(v) for v in mask.hi - mask.lo + 1)
-    box = np.zeros(shape, np.uint8)
-    work = int(np.prod(shape))
-    counts, sfirst, slast = pick(K.SURFACE_IN_BOX, work)(
-        mask.m, use_axis0, mask.lo, mask.hi, mask.row_any, box
-    )
-    pts = pick(K.GATHER_POINTS, work)(box, counts, sfirst, slast, mask.lo)
-    return box, pts
-
-
 class _Surface:
-    """One mask's surface inside its own bounding box: the marked box, its points, its origin."""
+    """One mask's surface inside its own bounding box, as a target and as queries.
 
-    __slots__ = ("box", "pts", "lo")
+    ``g``: the column distances of the surface over the box (``g == 0`` on the surface; fused
+    kernel, no marked box), ``row_min`` their row minima, ``pts`` the surface voxels (scan order),
+    ``lo`` the box origin.
+    """
+
+    __slots__ = ("g", "row_min", "none", "pts", "lo")
 
     def __init__(self, mask: _Mask, use_axis0: bool):
         self.lo = mask.lo
+        self.g = self.row_min = None
         if mask.empty:
-            self.box = None
             self.pts = np.empty((0, 3), np.int64)
-        else:
-            self.box, self.pts = _surface_box(mask, use_axis0)
+            return
+        nz, ny, nx = (int(v) for v in mask.hi - mask.lo + 1)
+        work = nz * ny * nx
+        kernel = pick(K.SURFACE_COLUMNS, work)
+        threads = numba.get_num_threads() if kernel is K.SURFACE_COLUMNS[0] else 1
+        # enough tasks for the threads: a 2D image (one slice) is cut into strips of columns
+        nstrips = 1 if nz >= 4 * threads else max(1, min(-(-4 * threads // nz), nx // 128))
+        dtype, none = (np.uint16, 65535) if ny + 1 < 65535 else (np.uint32, 2**32 - 1)
+        g = np.empty((nz, ny, nx), dtype)
+        row_min = np.empty((nstrips, nz, ny), dtype)
+        counts = np.empty((nstrips, nz * ny), np.int64)
+        kernel(mask.m, use_axis0, mask.lo, mask.hi, mask.row_any, nstrips, g, none, row_min, counts)
+        if nstrips > 1:
+            row_min = row_min.min(axis=0)
+            counts = counts.sum(axis=0)
+        self.g, self.row_min, self.none = g, row_min.reshape(nz, ny), none
+        self.pts = pick(K.GATHER_ZEROS, work)(g, counts.reshape(-1), mask.lo)
 
 
 def _directed(query: _Surface, target: _Surface, sp3) -> np.ndarray:
@@ -115,18 +127,27 @@ def _directed(query: _Surface, target: _Surface, sp3) -> np.ndarray:
         return np.empty(0, np.float64)
     if target.pts.shape[0] == 0:
         return np.full(n, np.inf)
-    box = target.box
-    nz, ny, nx = box.shape
-    dtype, none = (np.uint16, 65535) if ny + 1 < 65535 else (np.uint32, 2**32 - 1)
-    g = np.empty(box.shape, dtype)
-    row_min = np.empty((nz, ny), dtype)
-    pick(K.COLUMN_DISTANCES, box.size)(box, g, none, row_min)
-    xlo, xhi = K.slice_x_extents(target.pts, target.lo, nz)
+    g = target.g
+    xlo, xhi = K.slice_x_extents(target.pts, target.lo, g.shape[0])
     off = np.empty((n, 3), np.int64)
-    pick(K.NEAREST_IN_ROWS, n * 64)(query.pts, g, none, target.lo, xlo, xhi, row_min, sp3, _MAX_ROW_WORK, off)
+    args = (g, target.none, target.lo, xlo, xhi, target.row_min)
+    no_blocks = np.empty((1, 1, 0), g.dtype)
+    pick(K.NEAREST_IN_ROWS, n * 64)(query.pts, *args, no_blocks, sp3, _MAX_ROW_WORK, off)
     todo = np.flatnonzero(off[:, 0] < 0)
+    if todo.size and _MAX_FAR_WORK > _MAX_ROW_WORK:
+        # far queries: the same search again, skipping x-blocks whose minimum cannot beat the best
+        nz, ny, nx = g.shape
+        bmin = no_blocks
+        if todo.size >= _FAR_BLOCKS_MIN:  # the block minima cost a pass over g: only for many
+            bmin = np.empty((nz, ny, -(-nx // K.BLOCK)), g.dtype)
+            pick(K.BLOCK_MINIMA, g.size)(g, bmin)
+        far = np.ascontiguousarray(query.pts[todo])
+        off_far = np.empty((todo.size, 3), np.int64)
+        pick(K.NEAREST_IN_ROWS, todo.size * 4096)(far, *args, bmin, sp3, _MAX_FAR_WORK, off_far)
+        off[todo] = off_far
+        todo = todo[off_far[:, 0] < 0]
     if todo.size:
-        # far from everything (e.g. isolated false positives): a KD-tree finds the neighbour faster
+        # very far from everything: a KD-tree finds the neighbour faster
         tree = cKDTree(target.pts * sp3, leafsize=32, balanced_tree=False, compact_nodes=False)
         workers = numba.get_num_threads() if todo.size >= 2048 else 1
         _, idx = tree.query(query.pts[todo] * sp3, k=1, workers=workers)
@@ -168,7 +189,7 @@ def surface_points(mask, spacing=None) -> np.ndarray:
     mm = _Mask(m if m.ndim == 3 else m[None])
     if mm.empty:
         return np.empty((0, m.ndim), np.float64)
-    _, pts = _surface_box(mm, m.ndim == 3)
+    pts = _Surface(mm, m.ndim == 3).pts
     return (pts if m.ndim == 3 else pts[:, 1:]) * sp
 
 

@@ -9,7 +9,8 @@ Only distances between the two surfaces are needed, so nothing is computed outsi
 bounding boxes, and no full distance transform is built. For a target surface T (in its box):
 
 1. ``G[z, y, x]`` = distance, in voxels along axis 1, from ``(z, y, x)`` to the nearest voxel of T
-   in the same ``(z, x)`` column (the first, 1D pass of a separable EDT; two vectorised sweeps).
+   in the same ``(z, x)`` column (the first, 1D pass of a separable EDT; two vectorised sweeps,
+   fused with the surface marking: :func:`_surface_columns`; ``G == 0`` is the surface).
 2. For a query point ``q`` the squared distance to T is the minimum over rows ``(z', q_y)`` of
    ``(s0 dz)^2 + min_x [(s2 (x - q_x))^2 + (s1 G[z', q_y, x])^2]`` -- the remaining passes of the
    EDT, evaluated at ``q`` only. Rows are visited by increasing ``|dz|`` and the search stops as
@@ -18,10 +19,12 @@ bounding boxes, and no full distance transform is built. For a target surface T 
    d(q), scanned as a branch-free, vectorised min per row (in integers when ``s1 == s2``). The
    nearest targets of the last few queries (scan order keeps them close) give the first bound;
    rows whose lower bound (their smallest ``G``, their target columns' x-range) cannot improve it
-   are skipped. A query row outside the box along axis 1 reads the box's edge row plus its
-   distance to it.
-3. Queries whose disk would be large (far from T: isolated false positives, far outside T's box)
-   are handed back (-1) and answered by a KD-tree over T's points (``_surface.py``).
+   are skipped, and rows nearer than T's z-range are never visited. A query row outside the box
+   along axis 1 reads the box's edge row plus its distance to it.
+3. Queries whose disk would be large (far from T: isolated false positives) are handed back (-1).
+   ``_surface.py`` runs them again with x-block minima of ``G`` (:func:`_block_minima`): inside a
+   wide window only blocks whose lower bound can beat the best are scanned. The few left after a
+   larger work limit are answered by a KD-tree over T's points.
 
 The result is the exact minimum (nothing that could be nearer is skipped). The reported distance is
 recomputed from the integer offsets of the winner as ``sqrt((dz s0)^2 + (dy s1)^2 + (dx s2)^2)`` in
@@ -40,6 +43,7 @@ from ._parallel import variants
 _QUERY_CHUNK = 256
 _RECENT = 4  # how many recent nearest targets bound the next query
 _INT_NONE = np.int64(1) << 62
+BLOCK = _BLOCK = 16  # x-block of the block minima (:func:`_block_minima`)
 
 
 def _row_any(m):
@@ -89,149 +93,6 @@ def bounding_box(row_any, col_any, Z, Y, X):
     return lo, hi
 
 
-def _surface_in_box(m, use_axis0, lo, hi, row_any, out):
-    """Mark the surface of the uint8 mask ``m`` in ``out`` (uint8, zero on entry, box ``[lo, hi]``).
-
-    A surface voxel is a foreground voxel with a face-neighbour outside the mask or outside the
-    image. The box must contain the mask's foreground. Voxel ``v`` goes to ``out[v - lo]``. Rows
-    without foreground (``row_any``) are skipped; the inner loop is branch-free over unsigned
-    indices, so it vectorises. Returns per box row the surface count and the first and last surface
-    x (box indices; ``first > last`` when there is none).
-    """
-    Z, Y, X = m.shape
-    nz = hi[0] - lo[0] + 1
-    ny = hi[1] - lo[1] + 1
-    nx = hi[2] - lo[2] + 1
-    counts = np.zeros(nz * ny, np.int64)
-    sfirst = np.full(nz * ny, nx, np.int64)
-    slast = np.full(nz * ny, -1, np.int64)
-    for row in prange(nz * ny):
-        iz = row // ny
-        z = lo[0] + iz
-        y = lo[1] + row - iz * ny
-        if not row_any[z * Y + y]:
-            continue
-        orow = out[iz, y - lo[1]]
-        cur = m[z, y]
-        c = 0
-        f = nx
-        last = -1
-        if y == 0 or y == Y - 1 or (use_axis0 and (z == 0 or z == Z - 1)):
-            for k in range(nx):  # every foreground voxel touches the image border
-                v = cur[lo[2] + k]
-                orow[k] = v
-                c += v
-                f = min(f, k if v else nx)
-                last = max(last, k if v else -1)
-        else:
-            up = m[z, y - 1]
-            dn = m[z, y + 1]
-            fr = m[z - 1, y] if use_axis0 else cur
-            bk = m[z + 1, y] if use_axis0 else cur
-            one = np.uint64(1)
-            xa = np.uint64(max(lo[2], 1))
-            xb = np.uint64(min(hi[2], X - 2) + 1)
-            lo2 = np.uint64(lo[2])
-            for x in range(xa, xb):
-                inner = cur[x - one] & cur[x + one] & up[x] & dn[x] & fr[x] & bk[x]
-                v = cur[x] & (inner ^ 1)
-                k = np.int64(x - lo2)
-                orow[k] = v
-                c += v
-                f = min(f, k if v else nx)
-                last = max(last, k if v else -1)
-            if lo[2] == 0:  # the image border along x
-                v = cur[0]
-                orow[0] = v
-                c += v
-                if v:
-                    f = 0
-                    last = max(last, 0)
-            if hi[2] == X - 1 and X > 1:
-                v = cur[X - 1]
-                orow[X - 1 - lo[2]] = v
-                c += v
-                if v:
-                    last = X - 1 - lo[2]
-                    f = min(f, last)
-        counts[row] = c
-        sfirst[row] = f
-        slast[row] = last
-    return counts, sfirst, slast
-
-
-SURFACE_IN_BOX = variants(_surface_in_box)
-
-
-def _gather_points(surf, counts, sfirst, slast, lo):
-    """Collect the voxels marked in ``surf`` (box at ``lo``) as int64 (n, 3) image indices, scan order.
-
-    ``counts``/``sfirst``/``slast`` come from :func:`_surface_in_box`.
-    """
-    nz, ny, _ = surf.shape
-    nrows = nz * ny
-    starts = np.zeros(nrows + 1, np.int64)
-    for row in range(nrows):
-        starts[row + 1] = starts[row] + counts[row]
-    pts = np.empty((starts[nrows], 3), np.int64)
-    for row in prange(nrows):
-        if counts[row] == 0:
-            continue
-        iz = row // ny
-        iy = row - iz * ny
-        k = starts[row]
-        srow = surf[iz, iy]
-        for x in range(sfirst[row], slast[row] + 1):
-            if srow[x]:
-                pts[k, 0] = lo[0] + iz
-                pts[k, 1] = lo[1] + iy
-                pts[k, 2] = lo[2] + x
-                k += 1
-    return pts
-
-
-GATHER_POINTS = variants(_gather_points)
-
-
-def _column_distances(surf, g, none, row_min):
-    """``g[z, y, x]`` = |y - y'| to the nearest marked ``surf[z, y', x]`` (``none`` if there is none).
-
-    Two sweeps along axis 1 per slice, vectorised along axis 2 (saturating at the sentinel); the
-    backward sweep finds each row's minimum ``row_min[z, y]`` on the way.
-    """
-    nz, ny, nx = surf.shape
-    for z in prange(nz):
-        g0 = g[z, 0]
-        s0 = surf[z, 0]
-        for x in range(nx):
-            g0[x] = 0 if s0[x] else none
-        for y in range(1, ny):
-            gp = g[z, y - 1]
-            gc = g[z, y]
-            sc = surf[z, y]
-            for x in range(nx):
-                p = np.int64(gp[x])
-                gc[x] = (p + (p < none)) * (1 - np.int64(sc[x]))
-        rm = np.int64(none)
-        gl = g[z, ny - 1]
-        for x in range(nx):
-            rm = min(rm, np.int64(gl[x]))
-        row_min[z, ny - 1] = rm
-        for y in range(ny - 2, -1, -1):
-            gp = g[z, y + 1]
-            gc = g[z, y]
-            rm = np.int64(none)
-            for x in range(nx):
-                p = np.int64(gp[x])
-                v = min(np.int64(gc[x]), p + (p < none))
-                gc[x] = v
-                rm = min(rm, v)
-            row_min[z, y] = rm
-
-
-COLUMN_DISTANCES = variants(_column_distances)
-
-
 @njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "contract"}, inline="always")
 def _row_candidates(row, xa, xb, qx, e, s1sq, s2sq, none, tmp):
     """``tmp[k] = (s2 (x - qx))^2 + (s1 (row[x] + e))^2`` for ``x = xa + k`` (inf where ``row[x] == none``).
@@ -266,10 +127,18 @@ def _row_min_int(row, xa, xb, qx, e, none):
     return m
 
 
-def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
+@njit(cache=True, nogil=True, inline="always")
+def _disk_work(r2, nz, sp):
+    """About how many row entries a search of squared radius ``r2`` scans: the lattice disk in the
+    (z, x) plane, or at most ``nz`` windows when the box has few slices (one for a 2D image)."""
+    r = np.sqrt(r2)
+    return min(np.pi * r2 / (sp[0] * sp[2]), nz * (2.0 * r / sp[2] + 1.0))
+
+
+def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, bmin, sp, max_work, out):
     """Offsets from each query ``q[i]`` (image indices) to its nearest target voxel behind ``g``.
 
-    ``g`` is the target's :func:`_column_distances` over the target's bounding box at ``lo``;
+    ``g`` is the target's column distances (:func:`_surface_columns`) over its bounding box at ``lo``;
     ``row_min[z, y]`` its minimum over x; box slice ``z`` has target columns only in
     ``[xlo[z], xhi[z]]`` (empty if ``xlo > xhi``). Queries may lie outside the box: a query row
     beyond the box along axis 1 reads the box's edge row plus its distance to it (all targets of a
@@ -283,7 +152,7 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
     s1sq = sp[1] * sp[1]
     s2sq = sp[2] * sp[2]
     same_sp = sp[1] == sp[2]
-    far_scale = np.pi / (sp[0] * sp[2])  # lattice points per unit squared radius of a row disk
+    use_blocks = bmin.shape[2] > 0
     nchunks = (n + _QUERY_CHUNK - 1) // _QUERY_CHUNK
     for c in prange(nchunks):
         tmp = np.empty(nx, np.float64)
@@ -310,7 +179,7 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
             bz_ = max(0, -qz, qz - (nz - 1))
             bx_ = max(0, -qx, qx - (nx - 1))
             lb = s0sq * bz_ * bz_ + s1sq * e * e + s2sq * bx_ * bx_
-            if lb * far_scale > max_work:
+            if _disk_work(lb, nz, sp) > max_work:
                 out[i, 0] = -1
                 out[i, 1] = -1
                 out[i, 2] = -1
@@ -338,9 +207,9 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
             ty = 0
             tx = 0
             work = 0
-            a = 0
+            a = bz_  # rows nearer than the box's z-range hold nothing: start at its edge slice
             while work <= max_work:
-                if a > 0 and far_scale * best > 4 * max_work:
+                if a > bz_ and _disk_work(best, nz, sp) > 4 * max_work:
                     work = max_work + 1  # the disk still to scan is too large: leave it to the caller
                     break
                 A = s0sq * a * a
@@ -369,29 +238,48 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
                                 w = wb
                         xa = max(xlo[z], qx - w)
                         xb = min(xhi[z], qx + w)
-                        if xa <= xb:
-                            work += xb - xa + 1
+                        # wide windows with block minima: only blocks whose bound can beat best
+                        blocks = use_blocks and xb - xa >= 2 * _BLOCK
+                        b0 = xa // _BLOCK if blocks else 0
+                        b1 = xb // _BLOCK if blocks else 0
+                        for bi in range(b0, b1 + 1):
+                            sa = xa
+                            sb = xb
+                            if blocks:
+                                work += 1
+                                bm = np.int64(bmin[z, yc, bi])
+                                if bm == none:
+                                    continue
+                                sa = max(xa, bi * _BLOCK)
+                                sb = min(xb, bi * _BLOCK + _BLOCK - 1)
+                                ddb = max(0, sa - qx, qx - sb)
+                                rgb = np.float64(bm) + e
+                                if A + s2sq * ddb * ddb + s1sq * rgb * rgb >= best:
+                                    continue
+                            if sa > sb:
+                                continue
+                            work += sb - sa + 1
                             k = -1
                             if same_sp:  # exact integer arithmetic; vectorises well
-                                mi = _row_min_int(row, xa, xb, qx, e, none)
+                                mi = _row_min_int(row, sa, sb, qx, e, none)
                                 if mi < _INT_NONE and A + s1sq * mi < best:
                                     best = A + s1sq * mi
-                                    for k in range(xb - xa + 1):  # where the winner is
-                                        r = np.int64(row[xa + k])
-                                        if r != none and (xa + k - qx) ** 2 + (r + e) ** 2 == mi:
+                                    for k in range(sb - sa + 1):  # where the winner is
+                                        r = np.int64(row[sa + k])
+                                        if r != none and (sa + k - qx) ** 2 + (r + e) ** 2 == mi:
                                             break
                             else:
-                                mbits = _row_candidates(row, xa, xb, qx, e, s1sq, s2sq, none, tmp)
+                                mbits = _row_candidates(row, sa, sb, qx, e, s1sq, s2sq, none, tmp)
                                 scratch[0] = mbits
                                 m = scratch_f[0]
                                 if A + m < best:
                                     best = A + m
-                                    for k in range(xb - xa + 1):  # where the winner is
+                                    for k in range(sb - sa + 1):  # where the winner is
                                         if tbits[k] == mbits:
                                             break
                             if k >= 0:
                                 tz = z
-                                tx = xa + k
+                                tx = sa + k
                                 gk = np.int64(row[tx])
                                 by = gk + e
                                 bz = a
@@ -423,6 +311,176 @@ def _nearest_in_rows(q, g, none, lo, xlo, xhi, row_min, sp, max_work, out):
 
 
 NEAREST_IN_ROWS = variants(_nearest_in_rows)
+
+
+def _block_minima(g, out):
+    """``out[z, y, b]`` = min of ``g[z, y, x]`` over the x-block ``b`` (``_BLOCK`` columns): lower
+    bounds that let the row search skip most of a wide window (far queries)."""
+    nz, ny, nx = g.shape
+    nb = out.shape[2]
+    for row in prange(nz * ny):
+        z = row // ny
+        y = row - z * ny
+        gr = g[z, y]
+        orow = out[z, y]
+        for b in range(nb):
+            x0 = b * _BLOCK
+            x1 = min(nx, x0 + _BLOCK)
+            blk = gr[x0:x1]
+            mn = np.int64(blk[0])
+            for j in range(x1 - x0):
+                mn = min(mn, np.int64(blk[j]))
+            orow[b] = mn
+
+
+BLOCK_MINIMA = variants(_block_minima)
+
+
+def _surface_columns(m, use_axis0, lo, hi, row_any, nstrips, g, none, row_min, counts):
+    """Surface marking fused with the column distances (one pass, no marked box).
+
+    A surface voxel is a foreground voxel of the uint8 mask ``m`` with a face-neighbour outside the
+    mask or outside the image; the box ``[lo, hi]`` must contain the foreground, and rows without
+    foreground (``row_any``) are skipped. Inner loops are branch-free over 1D row views, so they
+    vectorise.
+
+    ``g`` (box ``[lo, hi]``) gets ``|y - y'|`` to the nearest surface voxel in the same ``(z, x)``
+    column (``none`` if the column has none), so ``g == 0`` marks the surface. Work is split into
+    ``nz * nstrips`` tasks (a slice, and a strip of columns of it: a 2D image is one slice), each
+    running the forward sweep (surface row computed on the fly from the mask's rows) and the backward
+    sweep over its strip; ``row_min[strip, z, y]`` and ``counts[strip, z * ny + y]`` get the strip's
+    row minimum of ``g`` and its count of surface voxels (the caller reduces over strips).
+    """
+    Z, Y, X = m.shape
+    nz, ny, nx = g.shape
+    width = (nx + nstrips - 1) // nstrips
+    for task in prange(nz * nstrips):
+        iz = task // nstrips
+        st = task - iz * nstrips
+        k0 = st * width
+        k1 = min(nx, k0 + width)
+        if k0 >= k1:
+            for y in range(ny):
+                row_min[st, iz, y] = none
+                counts[st, iz * ny + y] = 0
+            continue
+        z = lo[0] + iz
+        one = np.uint64(1)
+        lo2 = np.uint64(lo[2])
+        # image x range of the strip, and its part away from the image border along x
+        xs = np.uint64(lo[2] + k0)
+        xe = np.uint64(lo[2] + k1)  # exclusive
+        xa = max(xs, one)
+        xb = min(xe, np.uint64(max(X - 1, 1)))
+        buf = np.zeros(nx, np.uint8)  # the surface of one row (strip part), box indices
+        for y in range(ny):
+            yi = lo[1] + y
+            c = 0
+            marked = row_any[z * Y + yi] != 0
+            if marked:
+                cur = m[z, yi]
+                if yi == 0 or yi == Y - 1 or (use_axis0 and (z == 0 or z == Z - 1)):
+                    for x in range(xs, xe):  # every foreground voxel touches the image border
+                        v = cur[x]
+                        buf[x - lo2] = v
+                        c += v
+                else:
+                    up = m[z, yi - 1]
+                    dn = m[z, yi + 1]
+                    fr = m[z - 1, yi] if use_axis0 else cur
+                    bk = m[z + 1, yi] if use_axis0 else cur
+                    for x in range(xa, xb):
+                        inner = cur[x - one] & cur[x + one] & up[x] & dn[x] & fr[x] & bk[x]
+                        v = cur[x] & (inner ^ 1)
+                        buf[x - lo2] = v
+                        c += v
+                    if xs == 0:  # the image border along x
+                        v = cur[0]
+                        buf[0] = v
+                        c += v
+                    if xe == X and X > 1:
+                        v = cur[X - 1]
+                        buf[X - 1 - lo[2]] = v
+                        c += v
+            counts[st, iz * ny + y] = c
+            # the sweeps work on the strip's row parts (1D views: loops over range(w) vectorise)
+            gc = g[iz, y][k0:k1]
+            bv = buf[k0:k1]
+            w = k1 - k0
+            if y == 0:
+                if marked:
+                    for k in range(w):
+                        gc[k] = none * (1 - np.int64(bv[k]))
+                else:
+                    for k in range(w):
+                        gc[k] = none
+            else:
+                gp = g[iz, y - 1][k0:k1]
+                if marked:
+                    for k in range(w):
+                        p = np.int64(gp[k])
+                        gc[k] = (p + (p < none)) * (1 - np.int64(bv[k]))
+                else:
+                    for k in range(w):
+                        p = np.int64(gp[k])
+                        gc[k] = p + (p < none)
+        w = k1 - k0
+        rm = np.int64(none)
+        gl = g[iz, ny - 1][k0:k1]
+        for k in range(w):
+            rm = min(rm, np.int64(gl[k]))
+        row_min[st, iz, ny - 1] = rm
+        for y in range(ny - 2, -1, -1):
+            gp = g[iz, y + 1][k0:k1]
+            gc = g[iz, y][k0:k1]
+            rm = np.int64(none)
+            for k in range(w):
+                p = np.int64(gp[k])
+                v = min(np.int64(gc[k]), p + (p < none))
+                gc[k] = v
+                rm = min(rm, v)
+            row_min[st, iz, y] = rm
+
+
+SURFACE_COLUMNS = variants(_surface_columns)
+
+
+def _gather_zeros(g, counts, lo):
+    """The voxels with ``g == 0`` (the surface, from :func:`_surface_columns`) as int64 (n, 3) image
+    indices in scan order; ``counts[row]`` = how many a box row ``(z, y)`` holds."""
+    nz, ny, nx = g.shape
+    nrows = nz * ny
+    starts = np.zeros(nrows + 1, np.int64)
+    for row in range(nrows):
+        starts[row + 1] = starts[row] + counts[row]
+    pts = np.empty((starts[nrows], 3), np.int64)
+    for row in prange(nrows):
+        if counts[row] == 0:
+            continue
+        iz = row // ny
+        iy = row - iz * ny
+        k = starts[row]
+        end = starts[row + 1]
+        grow = g[iz, iy]
+        x0 = 0
+        while k < end:  # blocks of 32 without a zero are skipped by a vectorised min
+            x1 = min(nx, x0 + 32)
+            blk = grow[x0:x1]
+            mn = np.int64(blk[0])
+            for j in range(x1 - x0):
+                mn = min(mn, np.int64(blk[j]))
+            if mn == 0:
+                for x in range(x0, x1):
+                    if grow[x] == 0:
+                        pts[k, 0] = lo[0] + iz
+                        pts[k, 1] = lo[1] + iy
+                        pts[k, 2] = lo[2] + x
+                        k += 1
+            x0 = x1
+    return pts
+
+
+GATHER_ZEROS = variants(_gather_zeros)
 
 
 @njit(cache=True, nogil=True)

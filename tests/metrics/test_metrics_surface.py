@@ -119,12 +119,15 @@ def test_surface_points_match_erosion_definition():
     np.testing.assert_allclose(surface_points(m, (2.0, 1.0, 0.5)), ref_surface(m) * [2.0, 1.0, 0.5])
 
 
-def test_large_2d_far_and_near_mix(monkeypatch):
-    """Some queries resolve in the walk and others need the KD-tree: at a row-work limit of 200
-    entries (the default, 6000, resolves all of them in the walk on an image this small)."""
+@pytest.mark.parametrize("far_work", [20, 60, 10**6])
+def test_large_2d_far_and_near_mix(monkeypatch, far_work):
+    """Some queries resolve in the plain row search, others in the block-pruned far search or the
+    KD-tree: at a row-work limit of 20 entries (the defaults resolve all of them in the row searches
+    on an image this small); far_work 20 = no far search, 10**6 = no KD-tree."""
     from medseg_bench.metrics import _surface
 
-    monkeypatch.setattr(_surface, "_MAX_ROW_WORK", 200)
+    monkeypatch.setattr(_surface, "_MAX_ROW_WORK", 20)
+    monkeypatch.setattr(_surface, "_MAX_FAR_WORK", far_work)
     calls = []
     tree = _surface.cKDTree
 
@@ -142,7 +145,10 @@ def test_large_2d_far_and_near_mix(monkeypatch):
         np.testing.assert_allclose(dpr, ref_directed(pred, ref, sp), rtol=RTOL)
         np.testing.assert_allclose(drp, ref_directed(ref, pred, sp), rtol=RTOL)
     n_pred = len(_surface.surface_points(pred))
-    assert calls and 0 < max(calls) < n_pred  # both paths taken
+    if far_work == 10**6:
+        assert not calls  # the far search answered everything
+    else:
+        assert calls and 0 < max(calls) < n_pred  # both paths taken
 
 
 def test_empty_mask_conventions():
@@ -239,12 +245,15 @@ def test_parallel_kernels_match_serial(monkeypatch):
         np.testing.assert_array_equal(d2, s2, err_msg=name)
 
 
-@pytest.mark.parametrize("max_work", [0, 10, 200])
-def test_kdtree_fallback_is_exact(monkeypatch, max_work):
-    """Queries whose row search would be too long go to a KD-tree; force that path and compare."""
+@pytest.mark.parametrize("max_work,far_work", [(0, 0), (10, 10), (200, 200), (0, 300), (0, 10**6), (10, 10**6)])
+def test_kdtree_fallback_is_exact(monkeypatch, max_work, far_work):
+    """Queries whose row search would be too long go to the block-pruned far search, then to a
+    KD-tree; force those paths (far_work <= max_work: no far search) and compare."""
     from medseg_bench.metrics import _surface
 
     monkeypatch.setattr(_surface, "_MAX_ROW_WORK", max_work)
+    monkeypatch.setattr(_surface, "_MAX_FAR_WORK", far_work)
+    monkeypatch.setattr(_surface, "_FAR_BLOCKS_MIN", 0)  # block minima even for a few far queries
     for ndim in (2, 3):
         for name, p, r in _case_pairs(ndim, 11):
             for sp in SPACINGS[ndim][:3]:
