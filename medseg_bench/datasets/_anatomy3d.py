@@ -8,6 +8,8 @@ A signed distance is negative inside a shape, positive outside, in mm. Shapes ar
 "Sphere tracing", The Visual Computer 12 (1996). Partial volume: the fraction of a voxel inside a shape
 is approximated by a linear ramp of the signed distance over one voxel width (exact for a plane crossing
 a voxel along an axis), and thick slices average several thin working slices (a box slice profile).
+A :class:`Grid` may carry a patient pose (rotation + translation): anatomy is then evaluated at the
+voxels' patient-frame positions, so a tilted or rotated patient needs no change in the anatomy code.
 """
 
 from __future__ import annotations
