@@ -255,7 +255,7 @@ def _render_chunk(grid: Grid, c: dict, fields: dict, width: float):
         if m["kind"] in ("blastic", "mixed"):
             paint(img, occupancy(les.sdf + (0.5 * r if m["kind"] == "mixed" else 0.0), width) * o_hip, m["blastic_hu"])
     implants = render_implants(grid, p)
-    metal = np.zeros(grid.shape, np.float32)
+    metal = None
     if implants is not None:
         paint(img, occupancy(implants[1], width), hu["polyethylene"])
         metal = occupancy(implants[0], width)
@@ -279,20 +279,25 @@ def _metal_artefacts(metal: np.ndarray, pixel: float, rng: np.random.Generator, 
     photon-starvation noise growing with ``L``; filtered back-projection of that error gives the
     artefact image (cf. the projection-domain metal simulation of Zhang & Yu, IEEE TMI 37:1370, 2018).
     The result is scaled so its 0.5th percentile (the darkest band) is ``-amplitude`` HU."""
+    from scipy.ndimage import zoom
     from skimage.transform import iradon, radon
 
     out = np.zeros(metal.shape, np.float32)
     ny, nx = metal.shape[1:]
-    n = max(ny, nx)
+    f = int(np.ceil(max(ny, nx) / 192))  # large matrices: artefacts computed on a <= 192 px grid
+    n = int(np.ceil(max(ny, nx) / f))
     theta = np.arange(0.0, 180.0, 1.0)
     hit = np.nonzero(metal.reshape(len(metal), -1).max(axis=1) > 0.05)[0]
     for k in hit:
-        sq = np.zeros((n, n), np.float32)
+        sq = np.zeros((n * f, n * f), np.float32)
         sq[:ny, :nx] = metal[k]
-        L = radon(sq, theta=theta, circle=False) * pixel
+        if f > 1:
+            sq = sq.reshape(n, f, n, f).mean(axis=(1, 3))
+        L = radon(sq, theta=theta, circle=False) * pixel * f
         starve = gaussian_filter(rng.standard_normal(L.shape), (1.5, 3.0)) * 4.0  # noise, correlated along angle
         err = -(L / 20.0) ** 2 + starve * (L / 20.0) * 0.1
-        out[k] = iradon(err, theta=theta, filter_name="ramp", circle=False, output_size=n)[:ny, :nx]
+        art = iradon(err, theta=theta, filter_name="ramp", circle=False, output_size=n)
+        out[k] = (zoom(art, f, order=1) if f > 1 else art)[:ny, :nx]
     sub, free = out[hit], metal[hit] < 0.01  # the darkest band, among the slices with metal
     dark = float(np.percentile(sub[free], 0.5)) if free.any() else 0.0
     return out * (amplitude / max(-dark, 1e-6)) if dark < 0 else out
@@ -314,14 +319,14 @@ def simulate_case(size: str, seed: int, subset: str, index: int):
     img = np.empty(out.shape, np.float32)
     hip = np.empty(out.shape, np.float32)
     trab = np.empty(out.shape, np.float32)
-    metal = np.empty(out.shape, np.float32)
+    metal = np.empty(out.shape if c["profile"]["tha"] else (nz, 1, 1), np.float32)
     step = max(1, _WORK_VOXELS // (k * ny * nx))
     for i0 in range(0, nz, step):
         i1 = min(nz, i0 + step)
         sub = Grid(((i1 - i0) * k, ny, nx), (dz / k, s, s),
                    (out.origin[0] + (i0 - 0.5 + 0.5 / k) * dz, out.origin[1], out.origin[2]), pose=c["pose"])
         w_img, w_hip, w_trab, w_metal = _render_chunk(sub, c, fields, s)
-        for arr, w in ((img, w_img), (hip, w_hip), (trab, w_trab), (metal, w_metal)):
+        for arr, w in ((img, w_img), (hip, w_hip), (trab, w_trab)) + (((metal, w_metal),) if c["profile"]["tha"] else ()):
             arr[i0:i1] = w.reshape(i1 - i0, k, ny, nx).mean(axis=1)
     acq, prof = c["acq"], c["profile"]
     rng_n = np.random.default_rng(c["noise_seed"])
