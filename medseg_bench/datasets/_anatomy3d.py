@@ -8,6 +8,8 @@ A signed distance is negative inside a shape, positive outside, in mm. Shapes ar
 "Sphere tracing", The Visual Computer 12 (1996). Partial volume: the fraction of a voxel inside a shape
 is approximated by a linear ramp of the signed distance over one voxel width (exact for a plane crossing
 a voxel along an axis), and thick slices average several thin working slices (a box slice profile).
+A :class:`Grid` may carry a patient pose (rotation + translation): anatomy is then evaluated at the
+voxels' patient-frame positions, so a tilted or rotated patient needs no change in the anatomy code.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "ellipsoid",
     "occupancy",
     "paint",
+    "rotation_zyx",
     "smin",
     "sphere",
     "value_noise",
@@ -39,18 +42,25 @@ FAR = 40.0
 @dataclass(frozen=True)
 class Grid:
     """A regular grid in LPS mm: ``shape`` (z, y, x), ``spacing`` (mm, numpy order) and ``origin``
-    (mm, numpy order: the centre of voxel (0, 0, 0))."""
+    (mm, numpy order: the centre of voxel (0, 0, 0)).
+
+    ``pose`` (optional) places the patient in the scanner: ``(R, t)`` with ``R`` a 3x3 rotation (numpy
+    order, nested tuples) and ``t`` a translation (mm), so that a voxel at scanner position ``q`` lies at
+    patient position ``R @ q + t``. :meth:`coords` and :meth:`box` then work in the patient frame
+    (full, not open-mesh, coordinate arrays), so anatomy code is unchanged; :meth:`scanner_coords`
+    always gives the open mesh of the scanner frame (for separable random fields)."""
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
+    pose: tuple | None = None
 
     def axis(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.shape[i] if stop is None else stop
         return (self.origin[i] + self.spacing[i] * np.arange(start, stop)).astype(np.float32)
 
-    def coords(self, box: tuple[slice, slice, slice] | None = None):
-        """Open-mesh coordinates ``(z, y, x)`` (broadcastable) of the grid or of a sub-box."""
+    def scanner_coords(self, box: tuple[slice, slice, slice] | None = None):
+        """Open-mesh scanner-frame coordinates ``(z, y, x)`` (broadcastable) of the grid or a sub-box."""
         box = box or (slice(None),) * 3
         out = []
         for i, s in enumerate(box):
@@ -61,8 +71,23 @@ class Grid:
             out.append(v.reshape(shape))
         return tuple(out)
 
+    def coords(self, box: tuple[slice, slice, slice] | None = None):
+        """Patient-frame coordinates ``(z, y, x)`` of the grid or of a sub-box: an open mesh without a
+        pose, full arrays with one."""
+        q = self.scanner_coords(box)
+        if self.pose is None:
+            return q
+        R, t = np.asarray(self.pose[0], np.float32), np.asarray(self.pose[1], np.float32)
+        return tuple((R[i, 0] * q[0] + R[i, 1] * q[1] + R[i, 2] * q[2] + t[i]).astype(np.float32) for i in range(3))
+
     def box(self, lo_mm, hi_mm) -> tuple[slice, slice, slice] | None:
-        """Index box covering the mm box ``[lo, hi]`` (numpy order), clipped; None if empty."""
+        """Index box covering the patient-frame mm box ``[lo, hi]`` (numpy order), clipped; None if empty."""
+        lo_mm, hi_mm = np.asarray(lo_mm, np.float64), np.asarray(hi_mm, np.float64)
+        if self.pose is not None:  # scanner-frame bounding box of the rotated box's corners
+            R, t = np.asarray(self.pose[0], np.float64), np.asarray(self.pose[1], np.float64)
+            corners = np.array([[(lo_mm, hi_mm)[(k >> i) & 1][i] for i in range(3)] for k in range(8)])
+            q = (corners - t) @ R  # R^T (p - t), row-wise
+            lo_mm, hi_mm = q.min(axis=0), q.max(axis=0)
         out = []
         for i in range(3):
             a = int(np.floor((lo_mm[i] - self.origin[i]) / self.spacing[i]))
@@ -72,6 +97,18 @@ class Grid:
                 return None
             out.append(slice(a, b))
         return tuple(out)
+
+
+def rotation_zyx(pitch: float, roll: float, yaw: float) -> tuple:
+    """Rotation matrix (numpy order z, y, x; nested tuples) for a patient pose: ``pitch`` about the
+    left-right (x) axis (sagittal pelvic tilt), ``roll`` about the antero-posterior (y) axis (coronal
+    obliquity), ``yaw`` about the cranio-caudal (z) axis (axial rotation); radians, applied in that order."""
+    cp, sp, cr, sr, cy, sy = np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll), np.cos(yaw), np.sin(yaw)
+    rx = np.array([[cp, -sp, 0], [sp, cp, 0], [0, 0, 1.0]])  # (z, y) plane
+    ry = np.array([[cr, 0, -sr], [0, 1.0, 0], [sr, 0, cr]])  # (z, x) plane
+    rz = np.array([[1.0, 0, 0], [0, cy, -sy], [0, sy, cy]])  # (y, x) plane
+    m = rz @ ry @ rx
+    return tuple(tuple(float(v) for v in row) for row in m)
 
 
 def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:

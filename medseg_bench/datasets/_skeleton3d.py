@@ -29,7 +29,7 @@ from ._anatomy3d import (
     sphere,
 )
 
-__all__ = ["BoneSdf", "body_sdf", "render_skeleton", "sample_body", "sample_skeleton"]
+__all__ = ["BoneSdf", "acetabular_axis", "body_sdf", "render_implants", "render_skeleton", "sample_body", "sample_skeleton"]
 
 
 @dataclass
@@ -42,9 +42,16 @@ class BoneSdf:
     marrow: np.ndarray | None = None
 
 
-def sample_skeleton(rng: np.random.Generator, ribs: bool = False) -> dict:
-    """Per-case anatomical parameters (mm, radians) drawn around adult reference values."""
-    S = float(rng.uniform(0.9, 1.1))
+def sample_skeleton(rng: np.random.Generator, ribs: bool = False, scale: float | None = None,
+                    female: bool | None = None) -> dict:
+    """Per-case anatomical parameters (mm, radians) drawn around adult reference values.
+
+    ``scale`` (body size factor) and ``female`` come from a cohort profile when given; otherwise the
+    scale is drawn in 0.9-1.1 and the pelvis is sex-neutral. A female pelvis is wider and shallower for
+    its size: inter-acetabular distance x1.03, iliac wings flared x1.08, crest x0.95, sacrum x1.04, and a
+    smaller femoral head (x0.9; adult femoral head diameter ~48-50 mm in men, ~43-45 mm in women; Gray's
+    Anatomy, 41st ed., ch. 80-81)."""
+    S = float(rng.uniform(0.9, 1.1)) if scale is None else float(scale)
     u = rng.uniform
     p = {
         "scale": S,
@@ -71,6 +78,11 @@ def sample_skeleton(rng: np.random.Generator, ribs: bool = False) -> dict:
         "ribs": ribs,
         "thorax": (110.0 * S * u(0.9, 1.1), 150.0 * S * u(0.9, 1.1)),  # (ry, rx) of the rib cage
     }
+    if female:
+        for k, f in (("head_offset", 1.03), ("wing_flare", 1.08), ("crest_z", 0.95), ("sacrum_width", 1.04),
+                     ("head_radius", 0.9), ("shaft_radius", 0.92)):
+            p[k] *= f
+    p["female"] = bool(female)
     return p
 
 
@@ -117,6 +129,10 @@ def _hip_side(c: SdfCanvas, p: dict, s: int) -> None:
     a, b = (-66 * S, 12 * S, s * (hw - 35 * S)), (-48 * S, -56 * S, s * (sym + 10 * S))
     c.add(lambda z, y, x: np.maximum(capsule(z, y, x, a, b, 6.5 * S, 7.5 * S), sym - s * x),
           np.minimum(a, b) - 8 * S, np.maximum(a, b) + 8 * S, blend=4.0)
+    # osteoarthritis: osteophytes on the acetabular rim (bone, part of the hip bone)
+    for d, r in p.get("osteophytes", {}).get(s, []):
+        ctr = np.array([0.0, 0.0, s * hw]) + (R + 1.5 + 0.6 * r) * np.asarray(d) * np.array([1, 1, s])
+        c.add(lambda z, y, x, ctr=ctr, r=r: sphere(z, y, x, ctr, r), ctr - r, ctr + r, blend=2.5)
 
 
 def _femur_side(c: SdfCanvas, canal: SdfCanvas, p: dict, s: int, z_min: float) -> None:
@@ -221,7 +237,17 @@ def render_skeleton(grid: Grid, p: dict) -> dict[str, BoneSdf]:
     hip = SdfCanvas(grid)
     for s in (1, -1):
         _hip_side(hip, p, s)
-    hip.subtract(femur.sdf, p["hip_joint"])
+    gap = p["hip_joint"]
+    if "hip_joint_side" in p:  # per-side joint space (narrowed by osteoarthritis)
+        gap = np.where(grid.coords()[2] > 0, p["hip_joint_side"][1], p["hip_joint_side"][-1]).astype(np.float32)
+    tha = p.get("tha", {})
+    for s, t in tha.items():  # arthroplasty: femoral head resected, acetabulum reamed to the cup
+        ch = (0.0, 0.0, s * p["head_offset"])
+        for canvas, r in ((femur, p["head_radius"] + 5.0), (hip, t["cup_r"])):
+            cut = SdfCanvas(grid)
+            cut.add(lambda z, y, x, ch=ch, r=r: sphere(z, y, x, ch, r), np.subtract(ch, r), np.add(ch, r))
+            np.maximum(canvas.sdf, -cut.sdf, out=canvas.sdf)
+    hip.subtract(femur.sdf, gap)
     hip.subtract(sacrum.sdf, p["si_joint"])
     hip.subtract(spine.sdf, p["si_joint"])
     sacrum.subtract(spine.sdf, p["disc_height"] * 0.8)
@@ -240,11 +266,57 @@ def render_skeleton(grid: Grid, p: dict) -> dict[str, BoneSdf]:
     return out
 
 
-def sample_body(rng: np.random.Generator, p: dict) -> dict:
-    """Body outline parameters (mm) around a skeleton ``p``: subcutaneous fat thickness, trunk and
-    thigh cross-sections, perineum height."""
+def acetabular_axis(s: int, inclination: float, anteversion: float) -> np.ndarray:
+    """Unit vector (z, y, x) of the opening of the acetabulum / cup of side ``s``: tilted laterally and
+    downwards by ``inclination`` from the vertical and forwards by ``anteversion`` (radians; the
+    radiographic definitions of Murray, J Bone Joint Surg Br 75:228, 1993)."""
+    n = np.array([-np.cos(inclination) * np.cos(anteversion), -np.sin(anteversion),
+                  s * np.sin(inclination) * np.cos(anteversion)])
+    return n / np.linalg.norm(n)
+
+
+def render_implants(grid: Grid, p: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Total hip arthroplasty components of the sides in ``p["tha"]``: ``(metal SDF, polyethylene SDF)``
+    -- a hemispherical metal cup (its outer surface is the reamed acetabulum), a metal femoral head, neck
+    and a tapered stem down the femoral canal; a polyethylene liner between head and cup. ``None``
+    without implants. :func:`render_skeleton` cuts the bone they replace."""
+    tha = p.get("tha", {})
+    if not tha:
+        return None
+    S, hw = p["scale"], p["head_offset"]
+    metal, liner = SdfCanvas(grid), SdfCanvas(grid)
+    for s, t in tha.items():
+        ch = np.array([0.0, 0.0, s * hw])
+        n = acetabular_axis(s, t["inclination"], t["anteversion"])
+        r_o, th, r_h = t["cup_r"], t["cup_thickness"], t["head_r"]
+
+        def cup(z, y, x, ch=ch, n=n, r_o=r_o, th=th):
+            d = np.sqrt((z - ch[0]) ** 2 + (y - ch[1]) ** 2 + (x - ch[2]) ** 2)
+            return np.maximum(np.abs(d - (r_o - th / 2)) - th / 2, (z - ch[0]) * n[0] + (y - ch[1]) * n[1] + (x - ch[2]) * n[2])
+
+        def pe(z, y, x, ch=ch, n=n, r_i=r_o - th, r_h=r_h):
+            d = np.sqrt((z - ch[0]) ** 2 + (y - ch[1]) ** 2 + (x - ch[2]) ** 2)
+            return np.maximum(np.maximum(d - r_i, r_h - d), (z - ch[0]) * n[0] + (y - ch[1]) * n[1] + (x - ch[2]) * n[2])
+
+        metal.add(cup, ch - r_o, ch + r_o)
+        liner.add(pe, ch - r_o, ch + r_o)
+        metal.add(lambda z, y, x, ch=ch, r=r_h: sphere(z, y, x, ch, r), ch - r_h, ch + r_h)
+        # neck along the native neck direction, then the stem down the shaft axis
+        el = np.pi - p["neck_angle"]
+        nd = np.array([-np.sin(np.pi / 2 - el), np.sin(p["anteversion"]), s * np.cos(np.pi / 2 - el)])
+        a = ch + 40 * S * nd / np.linalg.norm(nd)
+        top = np.array([-40 * S, 8 * S, s * (hw + 44 * S)])
+        axis = np.array([-1.0, -3.0 / 150, -s * 12.0 / 150])
+        b = top + t["stem_length"] * axis / np.linalg.norm(axis)
+        metal.add_tube([ch, a, top, b], [5.5, 7.0, 7.5, 4.0], blend=3.0)
+    return metal.sdf, liner.sdf
+
+
+def sample_body(rng: np.random.Generator, p: dict, fat: float | None = None) -> dict:
+    """Body outline parameters (mm) around a skeleton ``p``: subcutaneous fat thickness (drawn in
+    8-45 mm unless a cohort profile gives it), trunk and thigh cross-sections, perineum height."""
     S, u = p["scale"], rng.uniform
-    fat = float(u(8.0, 45.0))
+    fat = float(u(8.0, 45.0)) if fat is None else float(fat)
     return {
         "fat": fat,
         "trunk": ((112 + u(0, 22)) * S + fat, (160 + u(10, 30)) * S + fat),  # (ry, rx)

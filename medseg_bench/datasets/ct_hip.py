@@ -16,6 +16,16 @@ What it models (per case, from a seeded RNG):
   slice profile: each slice averages thin working slices); in-plane PSF; spatially correlated Gaussian
   noise whose level scales with voxel volume; int16 HU clipped to [-1024, 3071].
 
+* cohort variability (generator 2.0.0, :mod:`._ct_cohort`, drawn per case from its own stream): sex,
+  age, body size and BMI (subcutaneous fat), age- and sex-dependent bone density (osteoporotic cases:
+  trabecular bone near soft-tissue HU, thin faint cortex), hip osteoarthritis (narrow joint space, rim
+  osteophytes, subchondral sclerosis), total hip arthroplasty (metal cup, head and stem; the reamed
+  bone is cut from the label; projection-domain streaks, with or without metal artefact reduction),
+  lytic / blastic metastases in the hip bone, pose on the table (tilt, obliquity, rotation: the
+  anatomy is rendered on a posed grid) and off-centring, and per site: water calibration offset, tube
+  voltage (bone and iodine contrast), kernel, low-dose protocols, size-dependent noise and scan
+  coverage (pelvis, abdomen-pelvis, hip-limited). About 29 % of cases are flagged hard.
+
 The label is the hip bone only — femurs, sacrum and spine have the same HU and are background (the
 scheme of the TotalSegmentator converter: ``hip_left`` ∪ ``hip_right``), so no global threshold solves
 it (see :mod:`._oracle`). A voxel is labelled when at least half of it lies inside the hip bone.
@@ -30,13 +40,14 @@ from scipy.ndimage import gaussian_filter
 
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
-from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, value_noise
-from ._skeleton3d import body_sdf, render_skeleton, sample_body, sample_skeleton
+from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, rotation_zyx, sphere, value_noise
+from ._ct_cohort import PROTOCOLS, sample_profile
+from ._skeleton3d import body_sdf, render_implants, render_skeleton, sample_body, sample_skeleton
 from ._writing import write_simulated_volumes
 
 __all__ = ["SIZE_SPECS", "VERSION", "generate_ct_hip", "simulate_case"]
 
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 CHANNELS = {"0": "CT"}
 LABELS = {"background": 0, "hip_bone": 1}
 
@@ -57,8 +68,9 @@ TISSUE = {
     "gas": (-990.0, -900.0), "urine": (0.0, 15.0), "oral_contrast": (150.0, 300.0),
     "blood": (35.0, 50.0), "venous_phase": (130.0, 200.0), "arterial_phase": (220.0, 350.0),
     "calcification": (400.0, 900.0), "cortical": (900.0, 1500.0), "trabecular": (120.0, 300.0),
-    "marrow": (-40.0, 60.0),
+    "marrow": (-40.0, 60.0), "polyethylene": (-100.0, -60.0), "metal": 3071.0,
 }
+MU_WATER_PER_MM = 0.019  # linear attenuation of water at CT energies (~70 keV), 1/mm
 ACQUISITION = {
     "noise_sd_at_0.7x0.7x3mm": (25.0, 50.0), "psf_fwhm_mm": (0.6, 1.1), "noise_corr_mm": 0.6,
     "trabecular_texture_sd": (25.0, 50.0), "p_oral_contrast": 0.3, "p_venous": 0.35, "p_arterial": 0.25,
@@ -73,41 +85,72 @@ def _u(rng, r):
 
 
 def _sample_case(size: str, seed: int, subset: str, index: int) -> dict:
-    """All random choices of one case. Anatomy comes from its own stream (same patient at every size)."""
+    """All random choices of one case. The cohort profile and the anatomy come from their own
+    streams (same patient at every size)."""
     spec = SIZE_SPECS[size]
     ra = np.random.default_rng([seed, _SUBSETS[subset], index, 0])
     ri = np.random.default_rng([seed, _SUBSETS[subset], index, 1])
-    skel = sample_skeleton(ra)
-    body = sample_body(ra, skel)
+    prof = sample_profile(np.random.default_rng([seed, _SUBSETS[subset], index, 3]))
+    skel = sample_skeleton(ra, scale=prof["scale"], female=prof["female"])
+    skel["cortex"] = {k: max(0.6, v * prof["cortex_factor"]) for k, v in skel["cortex"].items()}
+    skel["shaft_cortex"] = max(2.0, skel["shaft_cortex"] * prof["cortex_factor"])
+    oa = prof["osteoarthritis"]
+    if oa:
+        skel["hip_joint_side"] = {s: oa[s]["joint_mm"] if s in oa else skel["hip_joint"] for s in (1, -1)}
+        skel["osteophytes"] = {s: oa[s]["osteophytes"] for s in oa}
+    skel["tha"] = prof["tha"]
+    body = sample_body(ra, skel, fat=prof["fat_mm"])
     S = skel["scale"]
     hu = {k: _u(ra, v) for k, v in TISSUE.items()}
+    # the cohort's bone density and the scanner's energy response
+    hu["trabecular"] = prof["trabecular_hu"] * prof["bone_factor"]
+    hu["cortical"] *= prof["cortical_density"] * prof["bone_factor"]
+    hu["calcification"] *= prof["bone_factor"]
+    for k in ("oral_contrast", "venous_phase", "arterial_phase"):
+        hu[k] *= prof["iodine_factor"]
     phase = ra.choice(["none", "venous", "arterial"], p=[1 - ACQUISITION["p_venous"] - ACQUISITION["p_arterial"],
                                                           ACQUISITION["p_venous"], ACQUISITION["p_arterial"]])
     artery = {"none": hu["blood"], "venous": hu["venous_phase"], "arterial": hu["arterial_phase"]}[phase]
     vein = {"none": hu["blood"], "venous": hu["venous_phase"], "arterial": 0.5 * (hu["blood"] + hu["venous_phase"])}[phase]
+    top, bottom = PROTOCOLS[prof["protocol"]][1:]
     soft = {
         "phase": str(phase), "artery": artery, "vein": vein,
         "oral_contrast": bool(ra.random() < ACQUISITION["p_oral_contrast"]),
         "calcifications": int(ra.integers(1, 9)) if ra.random() < ACQUISITION["p_calcified"] else 0,
         "bladder": ((ra.uniform(25, 45) * S), ra.uniform(25, 42) * S, ra.uniform(35, 55) * S),
         "trab_bone": hu["trabecular"],
-        "fov_z": (float(ra.uniform(-110, -85) * S), float(ra.uniform(140, 170) * S)),
+        "fov_z": (float(ra.uniform(*bottom) * S), float(ra.uniform(*top) * S)),
     }
     pixel = _u(ri, spec["pixel"])
     thick = bool(ri.random() < spec["p_thick"])
     slice_mm = pixel * _u(ri, spec["thick" if thick else "thin"])
+    ry, rx = body["trunk"]
+    d_water = 2.0 * np.sqrt(ry * rx)  # water-equivalent diameter of the trunk (AAPM Report 204), mm
+    size_noise = float(np.exp(0.5 * MU_WATER_PER_MM * (d_water - 300.0) * (1.0 - prof["aec_strength"])))
+    noise_factor = size_noise * prof["dose_noise_factor"] * prof["kernel_noise_factor"]
+    psf = _u(ri, ACQUISITION["psf_fwhm_mm"]) * (0.7 if prof["kernel"] == "sharp" else 1.0)
     acq = {"pixel": pixel, "slice": slice_mm, "thick": thick,
-           "noise_ref": _u(ri, ACQUISITION["noise_sd_at_0.7x0.7x3mm"]), "psf": _u(ri, ACQUISITION["psf_fwhm_mm"]),
-           "texture": _u(ri, ACQUISITION["trabecular_texture_sd"])}
-    return {"skeleton": skel, "body": body, "hu": hu, "soft": soft, "acq": acq, "noise_seed": [seed, _SUBSETS[subset], index, 2]}
+           "noise_ref": _u(ri, ACQUISITION["noise_sd_at_0.7x0.7x3mm"]) * noise_factor, "psf": psf,
+           "texture": _u(ri, ACQUISITION["trabecular_texture_sd"]), "noise_factor": noise_factor,
+           "water_equivalent_diameter_mm": float(d_water)}
+    d = prof["pose_deg"]
+    R = rotation_zyx(*(np.deg2rad(d[k]) for k in ("pitch", "roll", "yaw")))
+    off = np.asarray(prof["offset_mm"], float)
+    pose = (R, tuple(float(v) for v in -(np.asarray(R) @ off)))
+    return {"skeleton": skel, "body": body, "hu": hu, "soft": soft, "acq": acq, "profile": prof, "pose": pose,
+            "noise_seed": [seed, _SUBSETS[subset], index, 2]}
 
 
 def _output_grid(c: dict, max_matrix: int) -> Grid:
+    """The reconstruction grid in the scanner frame: centred on the isocentre's nominal patient centre,
+    widened by the patient's off-centre shift so the body stays in the field unless the matrix cap
+    cuts it."""
     b, acq = c["body"], c["acq"]
     s, dz = acq["pixel"], acq["slice"]
     ry, rx = b["trunk"]
-    nx = min(max_matrix, int(np.ceil((2 * rx + 24) / s)))
-    ny = min(max_matrix, int(np.ceil((2 * ry + 24) / s)))
+    off = c["profile"]["offset_mm"]
+    nx = min(max_matrix, int(np.ceil((2 * rx + 24 + 2 * abs(off[2])) / s)))
+    ny = min(max_matrix, int(np.ceil((2 * ry + 24 + 2 * abs(off[1])) / s)))
     z0, z1 = c["soft"]["fov_z"]
     nz = max(4, int(round((z1 - z0) / dz)))
     return Grid((nz, ny, nx), (dz, s, s), (z0, b["trunk_y"] - s * (ny - 1) / 2, -s * (nx - 1) / 2))
@@ -146,13 +189,14 @@ def _render_chunk(grid: Grid, c: dict, fields: dict, width: float):
     p, b, hu, soft = c["skeleton"], c["body"], c["hu"], c["soft"]
     S = p["scale"]
     z, y, x = grid.coords()
+    zs, ys, xs = grid.scanner_coords()  # the random texture fields are separable: scanner frame
     img = np.full(grid.shape, hu["air"], np.float32)
     body = body_sdf(z, y, x, p, b)
     paint(img, occupancy(body, width), hu["fat"])
-    fat_mod = b["fat"] * (1 + 0.35 * fields["fat"](z, y, x))
+    fat_mod = b["fat"] * (1 + 0.35 * fields["fat"](zs, ys, xs))
     muscle = body + fat_mod
     occ_m = occupancy(muscle, width)
-    streak = np.clip((fields["streak"](z, y, x) - 1.4) / 0.3, 0, 1)
+    streak = np.clip((fields["streak"](zs, ys, xs) - 1.4) / 0.3, 0, 1)
     paint(img, occ_m, hu["muscle"])
     paint(img, occ_m * streak, hu["fat"])
     # abdomino-pelvic cavity: bounded by the pelvic floor, the iliac wings and the abdominal wall
@@ -160,7 +204,7 @@ def _render_chunk(grid: Grid, c: dict, fields: dict, width: float):
     u, v = x / half_x, (y + 25 * S) / (75 * S)
     cav = (np.sqrt(u * u + v * v) - 1) * np.minimum(half_x, 75 * S)
     cav = np.maximum(np.maximum(cav, -35 * S - z), muscle + 12)
-    n1, n2 = fields["bowel"](z, y, x), fields["bowel_fine"](z, y, x)
+    n1, n2 = fields["bowel"](zs, ys, xs), fields["bowel_fine"](zs, ys, xs)
     bowel = np.full(np.broadcast_shapes(n1.shape, grid.shape), hu["bowel"], np.float32)
     paint(bowel, np.clip((-0.3 - n1) / 0.25, 0, 1), hu["fat"])
     if soft["oral_contrast"]:
@@ -192,7 +236,71 @@ def _render_chunk(grid: Grid, c: dict, fields: dict, width: float):
     trab = o_in - o_mar
     img *= 1 - o_out
     img += hu["cortical"] * (o_out - o_in) + soft["trab_bone"] * trab + hu["marrow"] * o_mar
-    return img, hip, trab
+    prof = c["profile"]
+    hw, R = p["head_offset"], p["head_radius"]
+    for s, oa in prof["osteoarthritis"].items():  # subchondral sclerosis in the acetabular roof
+        ch = (0.0, 0.0, s * hw)
+        band = SdfCanvas(grid)
+        w = R + p["hip_joint_side"][s] + 6.0
+        band.add(lambda z, y, x, ch=ch, w=w: sphere(z, y, x, ch, w), np.subtract(ch, w), np.add(ch, w))
+        paint(img, occupancy(band.sdf, width) * trab, soft["trab_bone"] + oa["sclerosis_hu"])
+    o_hip = occupancy(bones["hip"].outer, width)
+    for m in prof["metastases"]:  # lytic / blastic lesions inside the hip bone (still hip bone)
+        ctr = np.add(_metastasis_site(p, m), m["jitter"])
+        r = m["radius"]
+        les = SdfCanvas(grid)
+        les.add(lambda z, y, x, ctr=ctr, r=r: sphere(z, y, x, ctr, r), ctr - r, ctr + r)
+        if m["kind"] in ("lytic", "mixed"):
+            paint(img, occupancy(les.sdf, width) * o_hip, m["hu"])
+        if m["kind"] in ("blastic", "mixed"):
+            paint(img, occupancy(les.sdf + (0.5 * r if m["kind"] == "mixed" else 0.0), width) * o_hip, m["blastic_hu"])
+    implants = render_implants(grid, p)
+    metal = None
+    if implants is not None:
+        paint(img, occupancy(implants[1], width), hu["polyethylene"])
+        metal = occupancy(implants[0], width)
+        paint(img, metal, hu["metal"])
+    return img, hip, trab, metal
+
+
+def _metastasis_site(p: dict, m: dict) -> np.ndarray:
+    """Nominal centre (z, y, x mm) of a metastasis at a landmark of the hip bone of side ``m["side"]``."""
+    S, hw, s = p["scale"], p["head_offset"], m["side"]
+    if m["site"] == "acetabulum":
+        return np.array([14 * S, 4 * S, s * (hw - 22 * S)])
+    if m["site"] == "ilium":
+        return np.array([72 * S, 50 * S, s * 55 * S])
+    return np.array([-60 * S, 22 * S, s * (hw - 28 * S)])
+
+
+def _metal_artefacts(metal: np.ndarray, pixel: float, rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """Streaks and dark bands of metal in CT (HU, per slice), simulated in the projection domain:
+    the metal path length ``L`` (mm) of each ray gives a beam-hardening deficit ``-(L / 20 mm)^2`` and
+    photon-starvation noise growing with ``L``; filtered back-projection of that error gives the
+    artefact image (cf. the projection-domain metal simulation of Zhang & Yu, IEEE TMI 37:1370, 2018).
+    The result is scaled so its 0.5th percentile (the darkest band) is ``-amplitude`` HU."""
+    from scipy.ndimage import zoom
+    from skimage.transform import iradon, radon
+
+    out = np.zeros(metal.shape, np.float32)
+    ny, nx = metal.shape[1:]
+    f = int(np.ceil(max(ny, nx) / 192))  # large matrices: artefacts computed on a <= 192 px grid
+    n = int(np.ceil(max(ny, nx) / f))
+    theta = np.arange(0.0, 180.0, 1.0)
+    hit = np.nonzero(metal.reshape(len(metal), -1).max(axis=1) > 0.05)[0]
+    for k in hit:
+        sq = np.zeros((n * f, n * f), np.float32)
+        sq[:ny, :nx] = metal[k]
+        if f > 1:
+            sq = sq.reshape(n, f, n, f).mean(axis=(1, 3))
+        L = radon(sq, theta=theta, circle=False) * pixel * f
+        starve = gaussian_filter(rng.standard_normal(L.shape), (1.5, 3.0)) * 4.0  # noise, correlated along angle
+        err = -(L / 20.0) ** 2 + starve * (L / 20.0) * 0.1
+        art = iradon(err, theta=theta, filter_name="ramp", circle=False, output_size=n)
+        out[k] = (zoom(art, f, order=1) if f > 1 else art)[:ny, :nx]
+    sub, free = out[hit], metal[hit] < 0.01  # the darkest band, among the slices with metal
+    dark = float(np.percentile(sub[free], 0.5)) if free.any() else 0.0
+    return out * (amplitude / max(-dark, 1e-6)) if dark < 0 else out
 
 
 def simulate_case(size: str, seed: int, subset: str, index: int):
@@ -211,16 +319,21 @@ def simulate_case(size: str, seed: int, subset: str, index: int):
     img = np.empty(out.shape, np.float32)
     hip = np.empty(out.shape, np.float32)
     trab = np.empty(out.shape, np.float32)
+    metal = np.empty(out.shape if c["profile"]["tha"] else (nz, 1, 1), np.float32)
     step = max(1, _WORK_VOXELS // (k * ny * nx))
     for i0 in range(0, nz, step):
         i1 = min(nz, i0 + step)
         sub = Grid(((i1 - i0) * k, ny, nx), (dz / k, s, s),
-                   (out.origin[0] + (i0 - 0.5 + 0.5 / k) * dz, out.origin[1], out.origin[2]))
-        w_img, w_hip, w_trab = _render_chunk(sub, c, fields, s)
-        for arr, w in ((img, w_img), (hip, w_hip), (trab, w_trab)):
+                   (out.origin[0] + (i0 - 0.5 + 0.5 / k) * dz, out.origin[1], out.origin[2]), pose=c["pose"])
+        w_img, w_hip, w_trab, w_metal = _render_chunk(sub, c, fields, s)
+        for arr, w in ((img, w_img), (hip, w_hip), (trab, w_trab)) + (((metal, w_metal),) if c["profile"]["tha"] else ()):
             arr[i0:i1] = w.reshape(i1 - i0, k, ny, nx).mean(axis=1)
-    acq = c["acq"]
+    acq, prof = c["acq"], c["profile"]
     rng_n = np.random.default_rng(c["noise_seed"])
+    if prof["tha"]:
+        rng_m = np.random.default_rng(c["noise_seed"] + [5])
+        amp = (rng_m.uniform(60.0, 200.0) if prof["metal_artefact_reduction"] else rng_m.uniform(300.0, 800.0))
+        img += _metal_artefacts(metal, s, rng_m, amp * (1.3 if len(prof["tha"]) > 1 else 1.0))
     tex = gaussian_filter(rng_n.standard_normal(out.shape, dtype=np.float32), 0.8)
     img += trab * tex * (acq["texture"] / max(float(tex.std()), 1e-6))
     psf_px = acq["psf"] / 2.355 / s
@@ -230,13 +343,30 @@ def simulate_case(size: str, seed: int, subset: str, index: int):
     corr = max(0.5, ACQUISITION["noise_corr_mm"] / s)
     noise = gaussian_filter(rng_n.standard_normal(out.shape, dtype=np.float32), (0, corr, corr))
     img += noise * (sigma / max(float(noise.std()), 1e-6))
+    img += prof["water_offset_hu"]  # site calibration of the CT-number scale
     image = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
     label = (hip >= 0.5).astype(np.uint8)
     geometry = Geometry(out.spacing, origin=(out.origin[2], out.origin[1], out.origin[0]))
     info = {"pixel_mm": round(s, 4), "slice_mm": round(dz, 4), "thick_slices": acq["thick"],
             "contrast_phase": c["soft"]["phase"], "oral_contrast": c["soft"]["oral_contrast"],
-            "noise_sd": round(float(sigma), 2), "shape": list(out.shape)}
+            "noise_sd": round(float(sigma), 2), "shape": list(out.shape),
+            "cohort": _profile_summary(prof, acq)}
     return image, label, geometry, info
+
+
+def _profile_summary(prof: dict, acq: dict) -> dict:
+    """The case's cohort draws for dataset.json (JSON-ready, rounded)."""
+    r = lambda v, n=2: round(float(v), n)  # noqa: E731
+    return {"female": prof["female"], "age": prof["age"], "bmi": prof["bmi"], "fat_mm": r(prof["fat_mm"], 1),
+            "trabecular_hu": r(prof["trabecular_hu"], 1), "osteoporotic": bool(prof["osteoporotic"]),
+            "cortex_factor": r(prof["cortex_factor"]), "hip_arthroplasty": sorted("left" if s > 0 else "right" for s in prof["tha"]),
+            "metal_artefact_reduction": prof["metal_artefact_reduction"],
+            "osteoarthritis": sorted("left" if s > 0 else "right" for s in prof["osteoarthritis"]),
+            "metastases": [m["kind"] for m in prof["metastases"]],
+            "pose_deg": {k: r(v, 1) for k, v in prof["pose_deg"].items()}, "offset_mm": [r(v, 1) for v in prof["offset_mm"]],
+            "kvp": prof["kvp"], "kernel": prof["kernel"], "low_dose": prof["low_dose"], "protocol": prof["protocol"],
+            "water_offset_hu": r(prof["water_offset_hu"], 1), "noise_factor": r(acq["noise_factor"]),
+            "hard": prof["hard"]}
 
 
 @register_generator("ct_hip", description="3D pelvic CT (HU), label: hip bone (left+right os coxae)",
@@ -255,6 +385,7 @@ def generate_ct_hip(out_dir: Path, size: str, seed: int) -> None:
                          "(Wasserthal et al., Radiol. Artif. Intell. 2023) hip_left/hip_right classes",
             "licence": "CC0-1.0 (simulated data)",
             "generator": {"name": "ct_hip", "version": VERSION, "size": size, "seed": seed,
-                          "parameters": {"size": spec, "tissue_hu": TISSUE, "acquisition": ACQUISITION},
+                          "parameters": {"size": spec, "tissue_hu": TISSUE, "acquisition": ACQUISITION,
+                                         "cohort": "medseg_bench/datasets/_ct_cohort.py (per case under cases.*.cohort)"},
                           "cases": cases},
         })

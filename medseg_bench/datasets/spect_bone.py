@@ -16,6 +16,15 @@ network", MIDL 2020, arXiv:2001.10155). Their phantoms (XCAT; Segars et al., Med
   (expected counts in bone voxels 15–60), and a light Gaussian post-filter as after OSEM;
   values are stored quantised to 1/8 count (far below the noise) so the files compress well.
 
+Cohort variability (generator 2.0.0, :mod:`._spect_cohort`, drawn per case from its own stream; it
+replaces the fixed ranges above where they differ): body size and BMI, age, renal function (soft
+tissue, kidney and bladder activity), bladder filling, extent of metastatic disease (Soloway grades,
+up to > 20 lesions or a superscan; some lesions photopenic), age-dependent degenerative uptake at the
+facet, endplate, sacro-iliac and hip joints, hip arthroplasty (photopenic metal, not bone), urine
+contamination, pose, collimator and distance-dependent PSF (~10-16 mm FWHM), images without
+attenuation correction, count level (log-normal, median 28 counts per bone voxel) and post-filter.
+About 32 % of cases are flagged hard.
+
 Image values are counts per voxel (float32, >= 0). The label is bone: a voxel is labelled when at least
 half of it lies inside a bone (lesions are inside bone, so they are bone too).
 """
@@ -29,13 +38,14 @@ from scipy.ndimage import gaussian_filter
 
 from ..io import Geometry, RawDatasetWriter
 from . import register_generator
-from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, sphere, value_noise
-from ._skeleton3d import body_sdf, render_skeleton, sample_body, sample_skeleton
+from ._anatomy3d import Grid, SdfCanvas, ellipsoid, occupancy, paint, rotation_zyx, sphere, value_noise
+from ._skeleton3d import body_sdf, render_implants, render_skeleton, sample_body, sample_skeleton
+from ._spect_cohort import sample_profile
 from ._writing import write_simulated_volumes
 
 __all__ = ["SIZE_SPECS", "VERSION", "generate_spect_bone", "simulate_case"]
 
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 CHANNELS = {"0": "SPECT"}
 LABELS = {"background": 0, "bone": 1}
 
@@ -46,15 +56,18 @@ SIZE_SPECS = {
     "full": {"n_train": 100, "n_test": 40, "n_unlabelled": 60, "voxel": 3.3},
 }
 
-#: relative activity concentrations (bone = 1) and imaging ranges (uniform per case)
+#: relative activity concentrations (bone = 1) and imaging ranges (uniform per case); the cohort
+#: profile (:mod:`._spect_cohort`) draws soft tissue, kidneys, bladder, lesions, counts and resolution
 ACTIVITY = {
     "bone": {"spine": (1.0, 1.3), "sacrum": (1.0, 1.3), "hip": (0.85, 1.15), "femur": (0.65, 0.95),
              "ribs": (0.7, 1.0)},
-    "bone_variation_sd": 0.12, "soft_tissue": (0.1, 0.25), "fat_factor": 0.6, "lung": (0.02, 0.06),
-    "kidney": (0.2, 0.6), "bladder": (2.0, 8.0), "lesion": (2.0, 5.0), "lesions_per_case": 2.0,
-    "lesion_radius_mm": (5.0, 14.0), "joint_spots": (0, 3),
+    "bone_variation_sd": 0.12, "fat_factor": 0.6, "lung": (0.02, 0.06),
+    "lesion_radius_mm": (4.0, 20.0), "degenerative_uptake": (1.3, 2.5), "contamination": (3.0, 20.0),
 }
-IMAGING = {"psf_fwhm_mm": (9.0, 13.0), "bone_counts": (15.0, 60.0), "postfilter_sd_voxels": (0.4, 0.8)}
+IMAGING = {"psf_fwhm_at_10cm_mm": {"LEHR": (7.0, 8.5), "LEGP": (9.0, 11.0)},
+           "psf_distance_model": "fwhm = fwhm_10cm * (0.5 + 0.5 * d / 100 mm), d = AP half-thickness + orbit gap",
+           "bone_counts": "log-normal, median 28, log-SD 0.55, clipped 5-100", "postfilter_sd_voxels": (0.4, 1.2), "mu_broad_beam_per_mm": 0.011}
+MU_PER_MM = 0.011  # broad-beam attenuation of water at 140 keV (Zaidi & Hasegawa 2003)
 _SUBSETS = {"train": 0, "test": 1, "unlabelled": 2}
 
 
@@ -62,12 +75,12 @@ def _u(rng, r):
     return float(rng.uniform(*r))
 
 
-def _grid(rng: np.random.Generator, skel: dict, body: dict, voxel: float) -> Grid:
+def _grid(rng: np.random.Generator, skel: dict, body: dict, voxel: float, pose=None) -> Grid:
     S = skel["scale"]
     ry, rx = body["trunk"]
     z0, z1 = rng.uniform(-160, -130) * S, rng.uniform(320, 360) * S
     nx, ny, nz = (int(np.ceil(v / voxel)) for v in (2 * rx + 30, 2 * ry + 30, z1 - z0))
-    return Grid((nz, ny, nx), (voxel,) * 3, (z0, body["trunk_y"] - voxel * (ny - 1) / 2, -voxel * (nx - 1) / 2))
+    return Grid((nz, ny, nx), (voxel,) * 3, (z0, body["trunk_y"] - voxel * (ny - 1) / 2, -voxel * (nx - 1) / 2), pose=pose)
 
 
 def _lesion_sites(rng, skel: dict, n: int) -> list[tuple[np.ndarray, float]]:
@@ -89,24 +102,53 @@ def _lesion_sites(rng, skel: dict, n: int) -> list[tuple[np.ndarray, float]]:
     return out
 
 
+def _degenerative_sites(skel: dict) -> list[tuple[np.ndarray, float]]:
+    """Sites of degenerative uptake: sacro-iliac and hip joints, lumbar facet joints and endplates."""
+    S, hw = skel["scale"], skel["head_offset"]
+    out = [(np.array([60 * S, 50 * S, s * 48 * S]), 12.0) for s in (-1, 1)]
+    out += [(np.array([10 * S, 0.0, s * (hw - 5 * S)]), 12.0) for s in (-1, 1)]
+    step = skel["vertebra_height"] + skel["disc_height"]
+    for k in range(5):
+        z = skel["sacrum_top"] + skel["disc_height"] + (k + 0.5) * step
+        out += [(np.array([z, 32 * S + 31 * S, s * 13 * S]), 8.0) for s in (-1, 1)]  # facets
+        out.append((np.array([z - 0.5 * step, 32 * S - 10 * S, 0.0]), 10.0))  # endplate osteophytes
+    return out
+
+
+def _hot_spots(grid: Grid, spots: list, w: float) -> np.ndarray:
+    """Gain map (>= 1) of hot spots ``[(centre, radius, gain)]``: each voxel takes the largest."""
+    gain_map = np.ones(grid.shape, np.float32)
+    for c, r, g in spots:
+        one = SdfCanvas(grid)
+        one.add(lambda z, y, x, c=c, r=r: sphere(z, y, x, c, r), c - r, c + r)
+        occ = occupancy(one.sdf, w)
+        gain_map = np.where(occ > 0, np.maximum(gain_map, 1 + (g - 1) * occ) if g >= 1 else
+                            np.minimum(gain_map, 1 + (g - 1) * occ), gain_map)
+    return gain_map
+
+
 def simulate_case(size: str, seed: int, subset: str, index: int):
     """One simulated case: ``(image float32 counts (z, y, x), label uint8, Geometry, info dict)``."""
     spec = SIZE_SPECS[size]
     ra = np.random.default_rng([seed, _SUBSETS[subset], index, 0])
-    ri = np.random.default_rng([seed, _SUBSETS[subset], index, 1])
-    skel = sample_skeleton(ra, ribs=True)
-    body = sample_body(ra, skel)
+    prof = sample_profile(np.random.default_rng([seed, _SUBSETS[subset], index, 3]))
+    skel = sample_skeleton(ra, ribs=True, scale=prof["scale"], female=prof["female"])
+    skel["tha"] = prof["tha"]
+    body = sample_body(ra, skel, fat=prof["fat_mm"])
     S = skel["scale"]
-    grid = _grid(ra, skel, body, spec["voxel"])
-    skel["fov_z_min"] = grid.origin[0]
+    d = prof["pose_deg"]
+    pose = (rotation_zyx(*(np.deg2rad(d[k]) for k in ("pitch", "roll", "yaw"))), (0.0, 0.0, 0.0))
+    grid = _grid(ra, skel, body, spec["voxel"], pose)
+    skel["fov_z_min"] = grid.origin[0] - 40.0
     w = spec["voxel"]
     z, y, x = grid.coords()
+    zs, ys, xs = grid.scanner_coords()
     lo = grid.origin
     hi = tuple(o + sp * n for o, sp, n in zip(grid.origin, grid.spacing, grid.shape))
 
     # soft tissue
     act = np.zeros(grid.shape, np.float32)
-    soft = _u(ra, ACTIVITY["soft_tissue"])
+    soft = prof["soft_tissue"]
     b_sdf = body_sdf(z, y, x, skel, body)
     paint(act, occupancy(b_sdf, w), soft * ACTIVITY["fat_factor"])
     paint(act, occupancy(b_sdf + body["fat"], w), soft)
@@ -118,55 +160,70 @@ def simulate_case(size: str, seed: int, subset: str, index: int):
         organs["lung"].add(lambda z, y, x, c=cl, r=rl: ellipsoid(z, y, x, c, r), np.subtract(cl, rl), np.add(cl, rl))
         ck, rk = (top + ra.uniform(120, 170) * S, 45 * S, s * 55 * S), (55 * S, 25 * S, 30 * S)
         organs["kidney"].add(lambda z, y, x, c=ck, r=rk: ellipsoid(z, y, x, c, r), np.subtract(ck, rk), np.add(ck, rk))
-    bl = (ra.uniform(20, 40) * S, ra.uniform(20, 40) * S, ra.uniform(30, 50) * S)
+    f = prof["bladder_size"]
+    bl = (ra.uniform(20, 40) * S * f, ra.uniform(20, 40) * S * f, ra.uniform(30, 50) * S * f)
     cb = (-10 * S + 0.5 * bl[0], -32 * S, 0.0)
     organs["bladder"].add(lambda z, y, x: ellipsoid(z, y, x, cb, bl), np.subtract(cb, bl), np.add(cb, bl))
     paint(act, occupancy(organs["lung"].sdf, w), _u(ra, ACTIVITY["lung"]))
-    paint(act, occupancy(organs["kidney"].sdf, w), _u(ra, ACTIVITY["kidney"]))
-    bladder = _u(ra, ACTIVITY["bladder"])
+    paint(act, occupancy(organs["kidney"].sdf, w), prof["kidney"])
+    bladder = prof["bladder"]
     paint(act, occupancy(organs["bladder"].sdf, w), bladder)
 
-    # bone: uptake per bone group with smooth variation, lesions and joint hot spots inside bone
+    # bone: uptake per bone group with smooth variation, lesions and degenerative hot spots inside bone
     bones = render_skeleton(grid, skel)
-    field = value_noise(ra, lo, hi, 25.0)(z, y, x)
+    field = value_noise(ra, lo, hi, 25.0)(zs, ys, xs)
     var = 1 + ACTIVITY["bone_variation_sd"] * field
     bone_occ = np.zeros(grid.shape, np.float32)
     for name, bone in bones.items():
         occ = occupancy(bone.outer, w)
-        paint(act, occ, _u(ra, ACTIVITY["bone"][name]) * var)
+        gain = prof["superscan_gain"] if name != "femur" else 1.0 + 0.3 * (prof["superscan_gain"] - 1.0)
+        paint(act, occ, _u(ra, ACTIVITY["bone"][name]) * gain * var)
         np.maximum(bone_occ, occ, out=bone_occ)
-    n_les = int(ra.poisson(ACTIVITY["lesions_per_case"]))
-    sites = _lesion_sites(ra, skel, n_les)
-    hw = skel["head_offset"]
-    joints = [(np.array([60 * S, 50 * S, s * 48 * S]), 12.0) for s in (-1, 1)]  # sacro-iliac joints
-    joints += [(np.array([10 * S, 0.0, s * (hw - 5 * S)]), 12.0) for s in (-1, 1)]  # hip joints
-    spots = [joints[i] for i in ra.choice(len(joints), size=int(ra.integers(*ACTIVITY["joint_spots"], endpoint=True)), replace=False)]
-    gains = [_u(ra, ACTIVITY["lesion"]) for _ in sites] + [float(ra.uniform(1.3, 2.0)) for _ in spots]
-    if sites or spots:
-        # one gain per voxel: the nearest hot spot's, applied only inside bone
-        gain_map = np.ones(grid.shape, np.float32)
-        for (c, r), g in zip(sites + spots, gains):
-            one = SdfCanvas(grid)
-            one.add(lambda z, y, x, c=c, r=r: sphere(z, y, x, c, r), c - r, c + r)
-            gain_map = np.maximum(gain_map, 1 + (g - 1) * occupancy(one.sdf, w))
-        act *= 1 + (gain_map - 1) * bone_occ
+    sites = _lesion_sites(ra, skel, prof["n_lesions"])
+    deg_all = _degenerative_sites(skel)
+    n_deg = min(prof["degenerative"], len(deg_all))
+    deg = [deg_all[i] for i in ra.choice(len(deg_all), size=n_deg, replace=False)]
+    spots = [(c, r, g) for (c, r), g in zip(sites, prof["lesion_uptake"])]
+    spots += [(c, r, _u(ra, ACTIVITY["degenerative_uptake"])) for c, r in deg]
+    if spots:  # one gain per voxel, the nearest hot (or cold) spot's, applied only inside bone
+        act *= 1 + (_hot_spots(grid, spots, w) - 1) * bone_occ
+    implants = render_implants(grid, skel)
+    if implants is not None:  # metal: no tracer, not bone
+        metal = occupancy(implants[0], w)
+        act *= 1 - metal
+        bone_occ *= 1 - metal
+    if prof["contamination"]:  # urine on skin or clothes in front of the pelvis: hot, outside bone
+        c = np.array([ra.uniform(-60, 20) * S, body["trunk_y"] - body["trunk"][0] + 4.0, ra.uniform(-70, 70) * S])
+        r = float(ra.uniform(5.0, 10.0))
+        act += (_hot_spots(grid, [(c, r, _u(ra, ACTIVITY["contamination"]))], w) - 1) * np.float32(1.0)
+    if not prof["attenuation_correction"]:  # deep activity suppressed (image-domain approximation)
+        act *= np.exp(-MU_PER_MM * np.clip(-b_sdf, 0, None)).astype(np.float32)
 
-    # imaging: PSF, counts, Poisson noise, post-filter
-    fwhm = _u(ri, IMAGING["psf_fwhm_mm"])
+    # imaging: distance-dependent PSF, counts, Poisson noise, post-filter
+    dist = body["trunk"][0] + prof["orbit_gap_mm"]
+    fwhm = prof["fwhm_10cm_mm"] * (0.5 + 0.5 * dist / 100.0)
     expected = gaussian_filter(act, fwhm / 2.355 / w, mode="constant")
     bone_level = float(np.mean(expected[bone_occ >= 0.5])) if (bone_occ >= 0.5).any() else float(expected.max())
-    counts = _u(ri, IMAGING["bone_counts"])
+    counts = prof["bone_counts"]
     lam = np.maximum(expected, 0) * (counts / max(bone_level, 1e-6))
     rng_n = np.random.default_rng([seed, _SUBSETS[subset], index, 2])
     image = rng_n.poisson(lam).astype(np.float32)
-    pf = _u(ri, IMAGING["postfilter_sd_voxels"])
+    pf = prof["postfilter_sd_voxels"]
     # quantised to 1/8 count (far below the Poisson noise) so that the files compress ~3x
     image = (np.rint(gaussian_filter(image, pf) * 8) / 8).astype(np.float32)
     label = (bone_occ >= 0.5).astype(np.uint8)
     geometry = Geometry(grid.spacing, origin=(grid.origin[2], grid.origin[1], grid.origin[0]))
-    info = {"voxel_mm": w, "shape": list(grid.shape), "psf_fwhm_mm": round(fwhm, 2), "bone_counts": round(counts, 1),
-            "total_counts": int(lam.sum()), "lesions": n_les, "joint_spots": len(spots),
-            "bladder_to_bone": round(bladder, 2), "soft_to_bone": round(soft, 3)}
+    r2 = lambda v, n=2: round(float(v), n)  # noqa: E731
+    info = {"voxel_mm": w, "shape": list(grid.shape), "psf_fwhm_mm": r2(fwhm), "bone_counts": r2(counts, 1),
+            "total_counts": int(lam.sum()), "lesions": prof["n_lesions"], "joint_spots": n_deg,
+            "bladder_to_bone": r2(bladder), "soft_to_bone": r2(soft, 3),
+            "cohort": {"female": prof["female"], "age": prof["age"], "bmi": prof["bmi"], "renal": prof["renal"],
+                       "eod": prof["eod"], "superscan": prof["superscan"],
+                       "cold_lesions": int(sum(g < 1 for g in prof["lesion_uptake"])),
+                       "hip_arthroplasty": sorted("left" if s > 0 else "right" for s in prof["tha"]),
+                       "contamination": prof["contamination"], "collimator": prof["collimator"],
+                       "attenuation_correction": prof["attenuation_correction"], "postfilter_sd_voxels": r2(pf),
+                       "pose_deg": {k: r2(v, 1) for k, v in d.items()}, "hard": prof["hard"]}}
     return image, label, geometry, info
 
 
@@ -184,6 +241,7 @@ def generate_spect_bone(out_dir: Path, size: str, seed: int) -> None:
             "reference": "medseg_bench spect_bone simulator; task after Chen & Frey, MIDL 2020 (arXiv:2001.10155)",
             "licence": "CC0-1.0 (simulated data)",
             "generator": {"name": "spect_bone", "version": VERSION, "size": size, "seed": seed,
-                          "parameters": {"size": spec, "activity": ACTIVITY, "imaging": IMAGING},
+                          "parameters": {"size": spec, "activity": ACTIVITY, "imaging": IMAGING,
+                                         "cohort": "medseg_bench/datasets/_spect_cohort.py (per case under cases.*.cohort)"},
                           "cases": cases},
         })

@@ -86,3 +86,34 @@ def test_cli_generate_with_preview(tmp_path):
     assert check_dataset(out) == []
     png = tmp_path / "raw" / "ct_hip_tiny_preview.png"
     assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_cohort_profiles_spread_as_documented():
+    """Generator 2.0.0 draws a patient and scan per case (datasets/ct_hip.md): the shares of the card."""
+    from medseg_bench.datasets._ct_cohort import sample_profile
+
+    profs = [sample_profile(np.random.default_rng([0, 0, i, 3])) for i in range(2000)]
+    share = lambda f: float(np.mean([bool(f(p)) for p in profs]))  # noqa: E731
+    assert 0.2 < share(lambda p: p["hard"]) < 0.4
+    assert 0.1 < share(lambda p: p["trabecular_hu"] < 110) < 0.3
+    assert 0.02 < share(lambda p: p["tha"]) < 0.09 and 0.04 < share(lambda p: p["metastases"]) < 0.13
+    assert {p["protocol"] for p in profs} == {"pelvis", "abdomen_pelvis", "hip_limited"}
+    assert 3.5 < float(np.std([p["pose_deg"]["pitch"] for p in profs])) < 6.0
+    # deterministic per stream
+    assert sample_profile(np.random.default_rng([0, 0, 5, 3])) == sample_profile(np.random.default_rng([0, 0, 5, 3]))
+
+
+def test_arthroplasty_metal_is_bright_and_not_hip_bone():
+    # train case 16 of seed 0 has a left hip arthroplasty (its profile does not depend on the size)
+    image, label, _, info = simulate_case("small", 0, "train", 16)
+    assert info["cohort"]["hip_arthroplasty"] == ["left"]
+    from scipy.ndimage import binary_erosion
+
+    metal = image >= 3000
+    assert metal.sum() > 50
+    core = binary_erosion(metal)  # away from partial-volume voxels at the bone-metal border
+    assert core.any() and label[core].mean() < 0.1  # the cup, head and stem are not hip bone
+    # streaks: the slices with metal hold much darker soft-tissue voxels than those without
+    rows = metal.reshape(len(metal), -1).any(axis=1)
+    body = (image > -500) & ~metal
+    assert np.percentile(image[rows][body[rows]], 1) < np.percentile(image[~rows][body[~rows]], 1) - 100

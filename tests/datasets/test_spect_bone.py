@@ -68,3 +68,24 @@ def test_threshold_oracle_reported_at_small_size():
     print(f"spect_bone small: best global threshold Dice = {mean:.3f} over {len(scores)} cases")
     # hot bone on a warm background: a threshold does well, but blur, the bladder and noise keep it imperfect
     assert 0.5 < mean < 0.95
+
+
+def test_cohort_profiles_spread_as_documented():
+    """Generator 2.0.0 draws a patient and study per case (datasets/spect_bone.md)."""
+    from medseg_bench.datasets._spect_cohort import sample_profile
+
+    profs = [sample_profile(np.random.default_rng([0, 0, i, 3])) for i in range(2000)]
+    share = lambda f: float(np.mean([bool(f(p)) for p in profs]))  # noqa: E731
+    assert 0.2 < share(lambda p: p["hard"]) < 0.45
+    assert 0.35 < share(lambda p: p["eod"] > 0) < 0.55 and 0.005 < share(lambda p: p["superscan"]) < 0.04
+    assert 0.3 < share(lambda p: not p["attenuation_correction"]) < 0.5
+    counts = np.array([p["bone_counts"] for p in profs])
+    assert 20 < np.median(counts) < 36 and 0.03 < np.mean(counts < 12) < 0.12
+    assert {p["renal"] for p in profs} == {"normal", "reduced", "failure"}
+
+
+def test_case_records_its_cohort_profile():
+    _, label, _, info = simulate_case("tiny", 0, "train", 1)
+    c = info["cohort"]
+    assert {"age", "renal", "eod", "collimator", "attenuation_correction", "hard"} <= set(c)
+    assert info["lesions"] >= 0 and 8.0 < info["psf_fwhm_mm"] < 20.0 and label.any()
