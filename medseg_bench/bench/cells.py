@@ -63,7 +63,7 @@ def limit_threads(num_threads: int | None) -> None:
         if var == "NUMBA_NUM_THREADS" and numba_loaded:
             continue
         os.environ[var] = str(num_threads)
-    if "numba" in sys.modules:
+    if numba_loaded:
         import numba
 
         numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))

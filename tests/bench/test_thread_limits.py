@@ -6,6 +6,7 @@ environment at every compile, so every later ``@njit`` compile in that pytest pr
 "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched".
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,7 +44,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_limit_threads_after_numba_pool_started():
-    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env["NUMBA_NUM_THREADS"] = "2"
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -81,7 +82,7 @@ CACHED_KERNEL_SCRIPT = textwrap.dedent(
 
 
 def test_limit_threads_before_a_cached_kernel_starts_the_pool():
-    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env["NUMBA_NUM_THREADS"] = "2"
     out = subprocess.run([sys.executable, "-c", CACHED_KERNEL_SCRIPT], capture_output=True, text=True, env=env,
                          timeout=300)
@@ -98,6 +99,6 @@ def test_limit_threads_before_numba_is_imported_sets_the_environment():
         "assert numba.config.NUMBA_NUM_THREADS == 1, numba.config.NUMBA_NUM_THREADS\n"
         "print('ok')\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
