@@ -138,6 +138,11 @@ def test_voronoi_labels_partition_the_image_around_given_points():
     disk = lab == 1
     assert disk.sum() == 2 * 13 and disk[10, 10] and disk[12, 10] and not disk[12, 12]  # radius-2 disks
     assert (lab[(~disk)] != 1).all() and (lab[:, :19][~disk[:, :19]] == 2).all()  # the rest ignored
+    one = voronoi_labels(pts, (20, 40), point_radius=0, edge_width=1)  # 1 px: one side of the boundary
+    assert (one[:, 19] == 0).all() and (one == 0).sum() == 20 and (one[:, 20] == 2).all()
+    assert (voronoi_labels(pts, (20, 40), point_radius=0, edge_width=0.4) == one).all()  # at least 1 px
+    four = voronoi_labels(pts, (20, 40), point_radius=0, edge_width=4)  # the 2 px band dilated by 1 px
+    assert (four[:, 18:22] == 0).all() and (four == 0).sum() == 4 * 20
     assert (voronoi_labels(np.zeros((0, 2)), (5, 6)) == 2).all()  # no points: nothing known
     assert not (voronoi_labels(np.array([[2, 2]]), (5, 6)) == 0).any()  # one point: no edge
 
@@ -195,6 +200,62 @@ def test_psm_declares_itself_and_refuses_grey_data():
 
 
 # -- one cell end to end through the CLI -------------------------------------------------------------
+class _ConstantNet(nn.Module):
+    """Two-class logits with class 1 ahead wherever ``fg`` (a fixed (H, W) bool map) is True."""
+
+    def __init__(self, fg):
+        super().__init__()
+        self.fg = torch.as_tensor(fg)
+
+    def forward(self, x):
+        z = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        z[:, 1] = self.fg.float() * 2 - 1
+        return z
+
+
+class _GuardContext:
+    dataset = "toy"
+
+    def __init__(self, images):
+        self.images = images
+        self.folder = self
+
+    def image(self, cid):
+        return self.images[cid]
+
+    def sliding_window(self, net, image, tta=False):
+        return torch.softmax(net(torch.from_numpy(image)[None]), 1)[0].numpy()
+
+
+def test_psm_guard_ids_are_evenly_spaced_and_deterministic():
+    m = get_method("psm")()
+    ids = [f"c{i:02d}" for i in range(20)]
+    assert m.guard_ids(list(reversed(ids))) == m.guard_ids(ids) == [ids[i] for i in (0, 3, 5, 8, 11, 14, 16, 19)]
+    assert m.guard_ids(ids[:3]) == ids[:3] and get_method("psm")(guard_images=0).guard_ids(ids) == []
+
+
+def test_collapse_guard_flags_a_network_that_predicts_far_less_than_its_pseudo_masks(tmp_path, capsys):
+    from medseg_bench.methods.psm.method import COLLAPSE_RATIO
+
+    pseudo = np.zeros((8, 8), np.uint8)
+    pseudo[:4] = 1  # the pseudo-masks cover half of each image
+    ctx = _GuardContext({f"c{i}": np.zeros((3, 8, 8), np.float32) for i in range(3)})
+    for cid in ctx.images:
+        np.save(tmp_path / f"{cid}_psm_mask.npy", pseudo)
+    m = get_method("psm")()
+    few = np.zeros((8, 8), bool)
+    few[0, :4] = True  # 4 of 64 pixels: ratio (4 / 64) / 0.5 = 0.125
+    m.networks["network"] = _ConstantNet(few)
+    g = m.collapse_guard(ctx, list(ctx.images), tmp_path)
+    assert g["images"] == ["c0", "c1", "c2"] and g["pseudo_mask_foreground"] == 0.5
+    assert g["predicted_foreground"] == pytest.approx(4 / 64) and g["ratio"] == pytest.approx(0.125)
+    assert g["collapsed"] and g["threshold"] == COLLAPSE_RATIO and "stage-5 collapse" in capsys.readouterr().err
+    m.networks["network"] = _ConstantNet(pseudo.astype(bool))  # predicts its pseudo-masks: ratio 1, no warning
+    g = m.collapse_guard(ctx, list(ctx.images), tmp_path)
+    assert g["ratio"] == pytest.approx(1.0) and not g["collapsed"] and capsys.readouterr().err == ""
+    assert m.networks["network"].training  # the network's mode is restored
+
+
 def test_tiny_cell_via_cli_writes_aji_and_pq_without_reading_labels(tmp_path, monkeypatch):
     from medseg_bench.cli import main
     from medseg_bench.data import PreprocessedFolder
@@ -219,6 +280,9 @@ def test_tiny_cell_via_cli_writes_aji_and_pq_without_reading_labels(tmp_path, mo
     assert all(np.isfinite(inst[k]) and 0 <= inst[k] <= 1 for k in ("aji", "pq"))
     stages = json.loads((run / "psm_stages.json").read_text())
     assert stages["iterations"] == {"ssl": 8, "detect": 8, "segment": 16} and stages["scale"] == pytest.approx(0.5)
+    guard = stages["collapse_guard"]  # the label-free check ran on training images (no label read: see above)
+    assert 0 < len(guard["images"]) <= 8 and 0 <= guard["predicted_foreground"] <= 1
+    assert 0 < guard["pseudo_mask_foreground"] <= 1 and guard["collapsed"] == (guard["ratio"] < guard["threshold"])
     for key in ("ssl", "masks", "detect"):
         assert str(wd / "stages" / "nuclei_he_tiny" / "demo") in stages["folders"][key]
     record = json.loads((run / "record.json").read_text())

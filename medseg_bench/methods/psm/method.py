@@ -59,7 +59,7 @@ code predicts its 512 × 512 crops in one pass).
 
 Pixel constants are the code's at MoNuSeg's 0.25 µm per pixel and are scaled to the plan's pixel
 spacing (:func:`~.pseudo_masks.scale_factor`): 200 px minimum object area, 64 px holes, peaks 6 px
-apart, merged within 20 px, smoothing sigma 2.3 px, points dilated by 2 px. PSM needs RGB (H&E)
+apart, merged within 20 px, smoothing sigma 2.3 px, points dilated by 2 px, Voronoi edges 2 px wide. PSM needs RGB (H&E)
 images: :meth:`Psm.applies_to` keeps it off grey datasets in benchmark grids.
 """
 
@@ -67,6 +67,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -84,7 +86,10 @@ from .stages import (
     ssl_stage,
 )
 
-__all__ = ["Psm"]
+__all__ = ["COLLAPSE_RATIO", "Psm"]
+
+#: predicted / pseudo-mask foreground on training images below which :meth:`Psm.collapse_guard` warns
+COLLAPSE_RATIO = 0.25
 
 _CITATION = ("P. Chen, C. Zhu, Z. Shui, J. Cai, S. Zheng, S. Zhang, L. Yang, Unsupervised Dense Nuclei Detection and "
              "Segmentation with Prior Self-activation Map For Histology Images, arXiv:2210.07862 (2022); follow-up: "
@@ -118,9 +123,9 @@ class Psm(Method):
         "reference_spacing_mm": REFERENCE_SPACING_MM,
         # 4: detection and points
         "detect_fraction": 0.5, "peak_threshold": 0.5, "peak_min_distance_px": 6, "merge_distance_px": 20,
-        "peak_sigma_px": 2.3, "point_radius_px": 2, "stage_sw_overlap": 0.25,
-        # 5: segmentation
-        "voronoi_weight": 1.5, "instance_min_px": 0,
+        "peak_sigma_px": 2.3, "point_radius_px": 2, "edge_width_px": 2, "stage_sw_overlap": 0.25,
+        # 5: segmentation, and the label-free collapse check on `guard_images` training images
+        "voronoi_weight": 1.5, "instance_min_px": 0, "guard_images": 8,
         "mask_foreground": {"paper": "ignore", "quick": "nucleus", "demo": "nucleus"},  # a value or {preset: value}
         "paper": _PAPER,
     }
@@ -222,14 +227,54 @@ class Psm(Method):
         del net
         s4, n4 = self.stage_settings(ctx, "detect")
         det_dir = detection_stage(ctx, s4, n4, mask_key, mask_dir, self.hparams, scale, ids)
+        stages = {"scale": scale, "iterations": {"ssl": n1, "detect": n4, "segment": ctx.iterations},
+                  "folders": {"ssl": str(ssl_dir), "masks": str(mask_dir), "detect": str(det_dir)}}
         if ctx.run_dir is not None:
             ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(ctx.run_dir / "psm_stages.json", {
-                "scale": scale, "iterations": {"ssl": n1, "detect": n4, "segment": ctx.iterations},
-                "folders": {"ssl": str(ssl_dir), "masks": str(mask_dir), "detect": str(det_dir)}})
+            write_json(ctx.run_dir / "psm_stages.json", stages)
         sctx = dataclasses.replace(ctx, folder=PseudoLabelFolder(ctx.folder, mask_dir, det_dir), labelled_ids=ids,
                                    unlabelled_ids=[])
-        return sctx.run_loop(self, labelled_ids=ids, unlabelled_ids=[], desc="psm segmentation")
+        out = sctx.run_loop(self, labelled_ids=ids, unlabelled_ids=[], desc="psm segmentation")
+        guard = self.collapse_guard(ctx, ids, mask_dir)
+        if ctx.run_dir is not None:
+            write_json(ctx.run_dir / "psm_stages.json", {**stages, "collapse_guard": guard})
+        return out
+
+    # -- label-free collapse check -----------------------------------------------------------------
+    def guard_ids(self, ids: list[str]) -> list[str]:
+        """``guard_images`` training images, evenly spaced over the sorted ids (deterministic)."""
+        ids = sorted(ids)
+        k = max(0, min(int(self.hparams["guard_images"]), len(ids)))
+        return [ids[int(i)] for i in np.linspace(0, len(ids) - 1, k).round().astype(int)] if k else []
+
+    def collapse_guard(self, ctx, ids: list[str], mask_dir) -> dict:
+        """Compare the segmentation network's foreground on some training images with its own
+        pseudo-masks there (no label read): the stage-5 failure seen on ``nuclei_he_small`` (the
+        network predicting almost no nucleus while its targets cover a third of each tile) shows as a
+        ratio far below 1. Below :data:`COLLAPSE_RATIO` a warning is printed; the numbers go to
+        ``psm_stages.json``. Reporting only: nothing is selected or changed on it."""
+        chosen = self.guard_ids(ids)
+        if not chosen:
+            return {"images": 0}
+        net = self.networks["network"]
+        was_training = net.training
+        net.eval()
+        pred, pseudo = [], []
+        for cid in chosen:
+            prob = ctx.sliding_window(net, np.asarray(ctx.folder.image(cid), dtype=np.float32), tta=False)
+            pred.append(float((prob.argmax(0) > 0).mean()))
+            pseudo.append(float((np.load(Path(mask_dir) / f"{cid}_psm_mask.npy") > 0).mean()))
+        net.train(was_training)
+        ratio = float(np.mean(pred)) / max(float(np.mean(pseudo)), 1e-12)
+        guard = {"images": chosen, "predicted_foreground": round(float(np.mean(pred)), 5),
+                 "pseudo_mask_foreground": round(float(np.mean(pseudo)), 5), "ratio": round(ratio, 4),
+                 "threshold": COLLAPSE_RATIO, "collapsed": bool(ratio < COLLAPSE_RATIO)}
+        if guard["collapsed"]:
+            print(f"warning: {self.name} on {ctx.dataset}: the segmentation network predicts "
+                  f"{guard['predicted_foreground']:.1%} foreground on {len(chosen)} training images where its "
+                  f"pseudo-masks cover {guard['pseudo_mask_foreground']:.1%} (ratio {ratio:.2f} < {COLLAPSE_RATIO}): "
+                  "the label-free stage-5 collapse (methods/psm/README.md)", file=sys.stderr, flush=True)
+        return guard
 
     def mask_foreground(self, preset: str) -> str:
         """How the pseudo-mask's foreground enters the segmentation loss under ``preset``."""

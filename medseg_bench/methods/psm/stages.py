@@ -203,7 +203,7 @@ def detection_stage(ctx, settings: dict, iterations: int, mask_key: str, mask_di
     """Train (or load) the detection network on the pseudo-masks, then write every case's points and
     Voronoi label (cached); returns the folder."""
     point_hp = {k: hp[k] for k in ("peak_threshold", "peak_min_distance_px", "merge_distance_px", "peak_sigma_px",
-                                   "point_radius_px")}
+                                   "point_radius_px", "edge_width_px")}
     key = stage_key({"stage": "detect", "masks": mask_key, "iterations": iterations, "points": point_hp,
                      "scale": round(scale, 6), "ids": ids, "network": settings.get("network"),
                      "settings": {k: settings.get(k) for k in ("patch_size", "batch_size", "augmentation", "optimizer",
@@ -226,9 +226,11 @@ def detection_stage(ctx, settings: dict, iterations: int, mask_key: str, mask_di
             prob = dctx.sliding_window(net, image, tta=False)[1]
             pts = detect_points(prob, threshold=hp["peak_threshold"], min_distance=hp["peak_min_distance_px"] * scale,
                                 merge_distance=hp["merge_distance_px"] * scale, sigma=hp["peak_sigma_px"] * scale)
-            vor = voronoi_labels(pts, prob.shape, point_radius=hp["point_radius_px"] * scale)
+            vor = voronoi_labels(pts, prob.shape, point_radius=hp["point_radius_px"] * scale,
+                                 edge_width=hp["edge_width_px"] * scale)
             save_array(folder / f"{cid}_psm_points.npy", pts.astype(np.int32))
             save_array(folder / f"{cid}_psm_vor.npy", vor)
-            cases[cid] = {"points": int(len(pts)), "edge_fraction": round(float((vor == 0).mean()), 5)}
+            cases[cid] = {"points": int(len(pts)), "edge_fraction": round(float((vor == 0).mean()), 5),
+                          "point_fraction": round(float((vor == 1).mean()), 5)}
         write_json(folder / "points.json", {"scale": scale, "hparams": point_hp, "cases": cases})
     return folder

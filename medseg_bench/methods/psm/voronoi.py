@@ -12,10 +12,13 @@ Segmentation using Points Annotation in Histopathology Images", MIDL 2019):
   with ``merge_distance`` 20 and a second threshold 0.6 that only shapes a background map it does not
   use for the points, so the points' threshold is the 0.5 of its first step.
 * :func:`voronoi_labels` — every pixel belongs to its nearest point's cell (the exact Euclidean
-  Voronoi partition of the pixel grid); pixels whose 4-neighbour lies in another cell are the cell
-  edges (both sides, 2 px wide as the code's per-cell erosion), labelled **background** (0); the
-  points dilated by a disk of ``point_radius`` px are **nucleus** (1) and win over edges; every other
-  pixel is **ignored** (2).
+  Voronoi partition of the pixel grid); the cell edges are labelled **background** (0): ``edge_width``
+  px wide, the code's 2 px (its per-cell erosion marks both sides of a boundary) at its 0.25 µm
+  pixels, scaled to the plan's pixel size like every other pixel constant — at 0.5 µm pixels one
+  side of the boundary (1 px). Not scaling it doubled the edges' physical width and, with points
+  shrunk to scale, made edges 19× more pixels than points on ``nuclei_he_small`` (the stage-5
+  collapse noted in ``README.md``). The points dilated by a disk of ``point_radius`` px are
+  **nucleus** (1) and win over edges; every other pixel is **ignored** (2).
 
 All sizes are pixels; :func:`~.pseudo_masks.scale_factor` converts the code's MoNuSeg values.
 """
@@ -77,22 +80,30 @@ def voronoi_regions(points: np.ndarray, shape) -> np.ndarray:
     return seeds[iy, ix]
 
 
-def voronoi_labels(points: np.ndarray, shape, point_radius: float = 2.0) -> np.ndarray:
+def voronoi_labels(points: np.ndarray, shape, point_radius: float = 2.0, edge_width: float = 2.0) -> np.ndarray:
     """Voronoi label ``(H, W)`` uint8: 0 = cell edge (background), 1 = dilated point (nucleus),
-    2 = :data:`IGNORE`. No points: everything ignored; one point: no edges."""
+    2 = :data:`IGNORE`. No points: everything ignored; one point: no edges.
+
+    ``edge_width`` (px, rounded, at least 1): 1 = the pixel before each boundary along rows and
+    columns (one side), 2 = both sides (the code at its pixel size), ``w > 2`` = the 2-px band
+    dilated by ``(w - 2) // 2`` px."""
     h, w = int(shape[0]), int(shape[1])
     out = np.full((h, w), IGNORE, np.uint8)
     pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
     if len(pts) == 0:
         return out
     regions = voronoi_regions(pts, (h, w))
+    width = max(1, int(round(float(edge_width))))
     edge = np.zeros((h, w), bool)
     dv = regions[1:, :] != regions[:-1, :]
     dh = regions[:, 1:] != regions[:, :-1]
-    edge[1:, :] |= dv
     edge[:-1, :] |= dv
-    edge[:, 1:] |= dh
     edge[:, :-1] |= dh
+    if width >= 2:
+        edge[1:, :] |= dv
+        edge[:, 1:] |= dh
+    if width > 2:
+        edge = ndimage.binary_dilation(edge, iterations=(width - 2) // 2)
     out[edge] = 0
     point_mask = np.zeros((h, w), bool)
     pts = np.clip(pts, 0, [h - 1, w - 1])
