@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..workdir import Workdir
-from .grid import PRESET_DEFAULTS, Cell, default_preset, estimate_cost_s, expand_grid, parse_budgets
+from .grid import (
+    PRESET_DEFAULTS,
+    Cell,
+    default_preset,
+    estimate_grid_cost_s,
+    expand_grid,
+    parse_budgets,
+    shared_stages_of,
+)
 from .results import load_records, read_json, results_dir, update_manifest
 from .runner import RunSummary, run_cells
 
@@ -130,7 +138,7 @@ def _stage_prefixes(classes: dict[str, type]):
                 cls = registry.get_method(name)
             except (KeyError, ValueError):
                 return ()
-        return tuple(getattr(cls, "shared_stages", None) or ())
+        return shared_stages_of(cls)
 
     return prefixes
 
@@ -210,8 +218,6 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
                         all_for_upper_bound_only=preset == "demo" and not budgets)
     if not cells:
         raise ValueError("the grid is empty: no method applies to the requested datasets and budgets")
-    estimates = {c: estimate_cost_s(classes[c.method], plans[c.dataset], preset, c.configuration, c.budget)
-                 for c in cells}
     if not rerun:
         from .results import stale_done_cells
 
@@ -227,7 +233,9 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
             for w in warnings:
                 log(f"warning: {w}")
             log(f"--records: {len(importable)} finished cell(s) would be imported from {records}")
-        return _dry_run(workdir, cells, estimates, workers, stream, rerun=rerun, importable=importable), cells
+        estimates, stage_s = _grid_estimates(workdir, cells, classes, plans, rerun=rerun, importable=importable)
+        return _dry_run(workdir, cells, estimates, workers, stream, rerun=rerun, importable=importable,
+                        stage_s=stage_s), cells
     update_manifest(workdir, cells, {m: _info(classes[m]) for m in sorted({c.method for c in cells})},
                     {ds: {"instance_labels": bool(plans[ds].get("instance_labels"))} for ds in ds_names})
     if rerun:
@@ -250,6 +258,7 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
     from .results import cell_is_done
 
     prepare_worker()  # in-process cells (workers=0) name the commit this run started from, too
+    estimates, _ = _grid_estimates(workdir, cells, classes, plans)  # after --rerun's resets and --records' imports
 
     todo = sum(not cell_is_done(workdir, c) for c in cells)
     cores = os.cpu_count() or 1
@@ -265,7 +274,7 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
         f"executor {executor}" + (f" with {n_workers} worker(s)" if executor == "local" else ""))
 
     def shared(name: str) -> tuple:
-        return tuple(getattr(classes.get(name), "shared_stages", None) or ())
+        return shared_stages_of(classes.get(name))
 
     kwargs = {"cell_fn": cell_fn} if cell_fn is not None else {}
     summary = run_cells(workdir, cells, ex, estimates=estimates, shared_stage=shared, extra=extra,
@@ -278,6 +287,23 @@ def run_benchmark(workdir: Path, datasets: list[str] | None = None, methods: lis
         build_leaderboard(load_records(results_dir(workdir)), out, manifest_dir=results_dir(workdir))
         log(f"leaderboard: {out / 'README.md'} and {out / 'index.html'}")
     return summary, cells
+
+
+def _grid_estimates(workdir: Path, cells: list[Cell], classes: dict[str, type], plans: dict[str, dict],
+                    rerun: bool = False, importable: set[Cell] | None = None) -> tuple[dict, dict]:
+    """:func:`~medseg_bench.bench.grid.estimate_grid_cost_s` of the grid in this workdir: cells done
+    (or that ``--records`` would import) do not run, and those that ran here have their shared stage
+    on disk, so their group's stage is not charged to the cells left to run; with ``rerun`` every
+    cell runs and every stage is charged once (:func:`~medseg_bench.bench.results.reset_shared_stages`
+    sets them aside)."""
+    from .results import IMPORTED_MARKER, cell_is_done
+
+    if rerun:
+        return estimate_grid_cost_s(cells, classes, plans)
+    importable = importable or set()
+    done = {c for c in cells if c in importable or cell_is_done(workdir, c)}
+    cached = {c for c in done if c not in importable and not (c.run_dir(workdir) / IMPORTED_MARKER).exists()}
+    return estimate_grid_cost_s(cells, classes, plans, done=done, cached=cached)
 
 
 def _data_hashes(plans: dict, ds_names: list[str]) -> tuple[dict, dict]:
@@ -312,9 +338,15 @@ def _measured_pace(workdir: Path, done: list[Cell], estimates: dict[Cell, float]
 
 
 def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], workers: int | None,
-             stream, rerun: bool = False, importable: set[Cell] | None = None) -> RunSummary:
+             stream, rerun: bool = False, importable: set[Cell] | None = None,
+             stage_s: dict[Cell, float] | None = None) -> RunSummary:
     """Print what a run would do: cells to run per dataset and method, with estimated CPU time
-    (``rerun``: every cell; ``importable``: cells --records would import count as done)."""
+    (``rerun``: every cell; ``importable``: cells --records would import count as done).
+
+    ``estimates`` are :func:`~medseg_bench.bench.grid.estimate_grid_cost_s`'s: a shared stage is in
+    the estimate of the one cell of its group that computes it, and ``stage_s`` (that function's
+    second result) says how much of each cell's estimate is such a stage; the total says how much of
+    it is shared stages, counted once per (dataset, preset, configuration, seed)."""
     from .results import cell_is_done
 
     importable = importable or set()
@@ -334,6 +366,12 @@ def _dry_run(workdir: Path, cells: list[Cell], estimates: dict[Cell, float], wor
         total = sum(estimates[c] for c in todo)
         print(f"estimated {total / 3600:.1f} cell-hours: ~{total / 3600 / n_workers:.1f} h on {n_workers} worker(s) "
               "(the plans' step-time model, not a measurement of this machine)", file=stream)
+        shared = sum((stage_s or {}).get(c, 0.0) for c in todo)
+        if shared > 0:
+            n_groups = sum((stage_s or {}).get(c, 0.0) > 0 for c in todo)
+            print(f"  of which shared stages {shared / 3600:.1f} cell-hours, counted once per (dataset, preset, "
+                  f"configuration, seed) ({n_groups} stage group(s), each charged to the cell that computes it)",
+                  file=stream)
         pace = _measured_pace(workdir, [c for c in cells if c not in set(todo)], estimates)
         if pace is not None:
             ratio, n = pace

@@ -8,6 +8,12 @@ cells that are already done.
 Expansion reads only the dataset's ``plans.json`` (configurations, the preset's recommended
 configuration and cost estimates) and each method's class attributes; it never touches data.
 
+Cost estimates (:func:`estimate_grid_cost_s`) order the runner's cells and give the ETA and the
+``run --dry-run`` total. A method that caches a budget-independent stage (``Method.shared_stages``)
+reports the stage's cost apart from the per-cell cost (``estimate_stage_cost_s``); the stage is
+charged once per group of cells sharing it (:func:`stage_groups`, the runner's groups), to the cell
+the runner runs first, which computes it.
+
 Example::
 
     >>> parse_budget("all"), parse_budget("4")
@@ -19,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,12 +38,17 @@ __all__ = [
     "budget_sort_key",
     "default_preset",
     "estimate_cost_s",
+    "estimate_grid_cost_s",
+    "estimate_stage_cost_s",
     "expand_grid",
     "method_applies",
     "method_budgets",
     "parse_budget",
     "parse_budgets",
     "resolve_configuration",
+    "shared_stages_of",
+    "stage_group_key",
+    "stage_groups",
 ]
 
 ALL = "all"
@@ -227,7 +238,9 @@ def in_demo_grid(method, dataset: str, preset: str, explicit_methods: bool) -> b
 
 
 def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int | str) -> float:
-    """Rough wall time of one cell in seconds, used only to order cells (longest first within a seed) and for ETA.
+    """Rough wall time in seconds of one cell's own work, used to order cells (longest first within a
+    seed) and for the ETA; a shared stage's cost is not in it (:func:`estimate_grid_cost_s` adds it
+    once per group).
 
     ``method.estimate_cost_s(plans, preset, config, budget)`` when defined, else the plan's
     ``num_iterations * step_time_estimate_s`` times ``method.cost_factor`` (default 1); 1 s when the
@@ -245,6 +258,118 @@ def estimate_cost_s(method, plans: dict, preset: str, config: str, budget: int |
     except (TypeError, ValueError):
         base = 0.0
     return max(base, 1.0) * float(getattr(method, "cost_factor", 1.0) or 1.0)
+
+
+def shared_stages_of(method) -> tuple[str, ...]:
+    """``method.shared_stages`` as a tuple (empty for a method without one, or ``None``)."""
+    return tuple(getattr(method, "shared_stages", None) or ())
+
+
+def estimate_stage_cost_s(method, plans: dict, preset: str, config: str) -> dict[str, float]:
+    """Rough seconds of each budget-independent stage of ``method``: its
+    ``estimate_stage_cost_s(plans, preset, config) -> {stage name: seconds}`` when defined (stage
+    names from its ``shared_stages``), else ``{}`` (the whole cost is then in :func:`estimate_cost_s`).
+    A hook that fails gives ``{}`` (an estimate must never stop a run).
+
+    Raises:
+        ValueError: the hook names a stage that is not in the method's ``shared_stages`` (the runner
+            would not group its cells on it, so charging it once would undercount).
+    """
+    hook = getattr(method, "estimate_stage_cost_s", None)
+    if not callable(hook):
+        return {}
+    try:
+        costs = {str(k): max(0.0, float(v)) for k, v in (hook(plans, preset, config) or {}).items()}
+    except Exception:  # an estimate must never stop a run
+        return {}
+    declared = shared_stages_of(method)
+    unknown = sorted(set(costs) - set(declared))
+    if unknown:
+        raise ValueError(f"method {getattr(method, 'name', method)!r}: estimate_stage_cost_s names stage(s) "
+                         f"{', '.join(map(repr, unknown))}, not in its shared_stages {declared!r}")
+    return costs
+
+
+def stage_group_key(cell: Cell, stages) -> tuple | None:
+    """The group of cells that share one cached stage with ``cell``, or ``None`` (no stage).
+
+    ``stages``: the cell's method's stage names (``Method.shared_stages``), or ``True`` for a stage of
+    the method's own. The key is ``(dataset, preset, configuration, seed, sorted stage names)``: every
+    budget of a method, and every method declaring the same names (``dae_anomaly`` and ``dae_finetune``
+    both declare ``"dae-"``; the three CUTS rows ``"cuts_encoder"``), which is how their stage folders
+    ``stages/<dataset>/<preset>/<name>-<configuration>-<key>/seed_<seed>`` coincide.
+    """
+    if not stages:
+        return None
+    names = tuple(sorted(stages)) if isinstance(stages, (tuple, list, set, frozenset)) else (cell.method,)
+    return (cell.dataset, cell.preset, cell.configuration, cell.seed, names)
+
+
+def stage_groups(cells: Iterable[Cell], estimates: Mapping[Cell, float],
+                 shared_stage: Callable[[str], tuple | bool]) -> dict[tuple, list[Cell]]:
+    """Cells sharing a stage, grouped by :func:`stage_group_key`: ``key -> cells``, in the order the
+    runner runs them: first the longest estimate (ties: the order of ``cells``), which computes the
+    stage, then the others (started once it is done). Cells without a stage are in no group.
+
+    ``shared_stage``: ``method name ->`` its stage names (or a bool); ``estimates``: seconds per cell
+    (a missing cell counts 1 s, as in :func:`medseg_bench.bench.runner.run_cells`).
+    """
+    groups: dict[tuple, list[Cell]] = {}
+    for c in dict.fromkeys(cells):
+        key = stage_group_key(c, shared_stage(c.method))
+        if key is not None:
+            groups.setdefault(key, []).append(c)
+    for members in groups.values():
+        members.sort(key=lambda c: -float(estimates.get(c, 1.0)))  # stable: ties keep the order of cells
+    return groups
+
+
+def estimate_grid_cost_s(cells: Iterable[Cell], methods: Mapping[str, object], plans: Mapping[str, dict],
+                         done: Collection[Cell] = (), cached: Collection[Cell] = ()
+                         ) -> tuple[dict[Cell, float], dict[Cell, float]]:
+    """Cost estimates of a grid, each shared stage counted once: ``(estimates, stage_s)``.
+
+    ``estimates[cell]`` is :func:`estimate_cost_s` (the cell's own work) plus ``stage_s[cell]``: the
+    stage cost of its :func:`stage_groups` group — the sum over the group's stage names of
+    :func:`estimate_stage_cost_s` (the largest value any member gives for a name) — for the one cell
+    of the group that pays it, 0 for every other cell. The cell that pays it is the group's first
+    cell (the one the runner starts first, which trains the stage) among those still to run (not in
+    ``done``); when a member is in ``cached`` (a done cell that ran in this workdir: the stage folder
+    it made or loaded is on disk) the first such member instead, so the cells left to run carry none
+    of it while a measured pace over the done cells still compares like with like. A method without
+    an ``estimate_stage_cost_s`` hook keeps its :func:`estimate_cost_s` unchanged.
+
+    Args:
+        cells: the whole grid (order: :func:`expand_grid`'s; duplicates counted once).
+        methods: method name -> method class (every cell's method).
+        plans: dataset name -> its ``plans.json`` content (every cell's dataset).
+        done: cells that will not run (finished, or imported with ``--records``).
+        cached: done cells whose run computed or loaded their stage here (not imported records:
+            those come without stage folders, so their group's stage is still to be trained).
+
+    Raises:
+        KeyError: a cell's method or dataset is missing from ``methods`` / ``plans``.
+    """
+    cells = list(dict.fromkeys(cells))
+    done, cached = set(done), set(cached)
+    for c in cells:
+        if c.method not in methods:
+            raise KeyError(f"cost estimate of {c.label()}: method {c.method!r} is not among the grid's methods")
+        if c.dataset not in plans:
+            raise KeyError(f"cost estimate of {c.label()}: no plans for dataset {c.dataset!r}")
+    own = {c: estimate_cost_s(methods[c.method], plans[c.dataset], c.preset, c.configuration, c.budget)
+           for c in cells}
+    stage_s = dict.fromkeys(cells, 0.0)
+    for members in stage_groups(cells, own, lambda name: shared_stages_of(methods[name])).values():
+        costs: dict[str, float] = {}
+        for c in members:
+            for name, s in estimate_stage_cost_s(methods[c.method], plans[c.dataset], c.preset,
+                                                 c.configuration).items():
+                costs[name] = max(costs.get(name, 0.0), s)
+        have_it = [c for c in members if c in cached]
+        to_run = [c for c in members if c not in done]
+        stage_s[(have_it or to_run or members)[0]] = sum(costs.values())
+    return {c: own[c] + stage_s[c] for c in cells}, stage_s
 
 
 def expand_grid(

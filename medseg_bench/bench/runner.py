@@ -10,6 +10,8 @@ budget-independent stage (``Method.shared_stages``) form a group per (dataset, p
 seed, stage names) — one method's budgets, and also every method declaring the same stage (e.g. the
 three CUTS rows share one encoder): the group's longest cell runs first and computes the stage; the
 others start once it is done, so the stage is never computed twice nor waited on by an idle worker.
+The cost estimates (:func:`medseg_bench.bench.grid.estimate_grid_cost_s`) charge the stage to that
+first cell only, so the ETA counts it once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from .cells import CellTask, default_cell_fn
 from .executors import Executor
-from .grid import Cell
+from .grid import Cell, stage_groups
 from .results import sync_done_record
 
 __all__ = ["RunSummary", "run_cells"]
@@ -109,21 +111,15 @@ def _priority(task: CellTask) -> tuple:
 
 
 def _stage_groups(tasks: list[CellTask], shared_stage: Callable[[str], tuple | bool]) -> dict[Cell, list[CellTask]]:
-    """leader cell -> follower tasks (same dataset/preset/config/seed and stage). ``shared_stage``
-    gives a method's stage names (methods naming the same stages group together) or True (the
-    method's own budgets group)."""
-    groups: dict[tuple, list[CellTask]] = {}
-    for t in tasks:
-        c = t.cell
-        stages = shared_stage(c.method)
-        if stages:
-            key = tuple(sorted(stages)) if isinstance(stages, (tuple, list, set, frozenset)) else (c.method,)
-            groups.setdefault((c.dataset, c.preset, c.configuration, c.seed, key), []).append(t)
+    """leader cell -> follower tasks (same dataset/preset/config/seed and stage): the groups of
+    :func:`medseg_bench.bench.grid.stage_groups`, whose first cell (the longest estimate) is the
+    leader. ``shared_stage`` gives a method's stage names (methods naming the same stages group
+    together) or True (the method's own budgets group)."""
+    by_cell = {t.cell: t for t in tasks}
     out = {}
-    for members in groups.values():
-        members.sort(key=lambda t: -t.estimate_s)
+    for members in stage_groups(by_cell, {c: t.estimate_s for c, t in by_cell.items()}, shared_stage).values():
         if len(members) > 1:
-            out[members[0].cell] = members[1:]
+            out[members[0]] = [by_cell[c] for c in members[1:]]
     return out
 
 

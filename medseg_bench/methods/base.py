@@ -31,7 +31,15 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from ..training.context import RunContext
 
-__all__ = ["Method"]
+__all__ = ["Method", "plan_training_s"]
+
+
+def plan_training_s(plans: dict, preset: str, config: str) -> float:
+    """``num_iterations × step_time_estimate_s`` of the plan's ``preset``/``config`` block: the
+    planner's estimate of the seconds ``supervised`` trains in a cell (0 when the plan has none).
+    The cost hooks (``estimate_cost_s``, ``estimate_stage_cost_s``) scale it."""
+    cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
+    return float(cfg.get("num_iterations") or 0) * float(cfg.get("step_time_estimate_s") or 0.0)
 
 
 class Method:
@@ -51,8 +59,15 @@ class Method:
         predicts_instances: ``to_instances`` returns the method's own instance maps.
         trains: False for methods without a gradient loop (classical); the engine then skips it.
         shared_stages: names of budget-independent stages the method caches under ``ctx.stage_dir``
-            (e.g. an unsupervised pre-training). The runner then runs one budget's cell first and the
-            others after it, so no worker computes a stage twice or waits on another's lock.
+            (e.g. an unsupervised pre-training; prefixes of the stage folders' names). The runner then
+            runs one budget's cell first and the others after it, so no worker computes a stage twice
+            or waits on another's lock; methods declaring the same names share one stage (and group).
+            Cost hooks (optional classmethods, for the runner's estimates only):
+            ``estimate_cost_s(plans, preset, config, budget) -> seconds`` of one cell's own work, and,
+            for a method with shared stages, ``estimate_stage_cost_s(plans, preset, config) ->
+            {stage name: seconds}``, which the grid charges once per (dataset, preset, configuration,
+            seed) group (:func:`medseg_bench.bench.grid.estimate_grid_cost_s`); ``estimate_cost_s``
+            then leaves the stage out.
         hparams: training defaults overriding the engine's (see
             :data:`medseg_bench.training.settings.ENGINE_DEFAULTS`): optimiser, lr, schedule, ...
         cost_factor: a training step's cost in steps of ``supervised`` (e.g. 2.3 for a teacher-student

@@ -116,3 +116,19 @@ def toy_dataset(root, name, n_train=4):
         img[0, 2:5, 2:5] = 1
         w.add_case(f"c{i}", img, g, label=(img[0] > 0).astype(np.uint8), subset="train" if i < n_train else "test")
     w.finalize()
+
+
+class Staged(_M):
+    """A row with a budget-independent stage (``shared_stages``) and both cost hooks: 360 s per cell,
+    3600 s for the stage."""
+
+    name, family, budgets = "staged", "semi-supervised", "labelled"
+    shared_stages = ("fake_stage",)
+
+    @classmethod
+    def estimate_cost_s(cls, plans, preset, config, budget):
+        return 360.0
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans, preset, config):
+        return {"fake_stage": 3600.0}

@@ -1,17 +1,21 @@
 """Grid expansion, cell keys and budget rules."""
 
 import pytest
-from bench_fakes import METHODS, Only3D, Sup, Unsup
+from bench_fakes import METHODS, Only3D, Semi, Staged, Sup, Unsup
 
+from medseg_bench.bench.cells import CellTask
 from medseg_bench.bench.grid import (
     Cell,
     estimate_cost_s,
+    estimate_grid_cost_s,
     expand_grid,
     method_budgets,
     parse_budget,
     parse_budgets,
     resolve_configuration,
 )
+from medseg_bench.bench.runner import _stage_groups
+from medseg_bench.methods import get_method
 
 PLANS_3D = {"dims": 3, "configurations": {"2d": {}, "3d_fullres": {}},
             "presets": {"demo": {"recommended_configuration": "3d_fullres",
@@ -107,3 +111,106 @@ def test_default_demo_grid_runs_all_for_the_upper_bound_only():
     full = expand_grid(plans, METHODS, [0, 2, "all"], [0], "demo")
     assert {c.budget for c in full if c.method == "semi"} == {2, "all"}
     assert {c.key for c in default} < {c.key for c in full}
+
+
+# -- cost estimates: shared stages counted once per (dataset, preset, configuration, seed) -------------------
+
+#: a 2D plan whose U-Net trains 100 iterations x 0.5 s = 50 s per cell under "quick"
+PLANS_2D = {"dims": 2, "configurations": {"2d": {}},
+            "presets": {"quick": {"recommended_configuration": "2d",
+                                  "configurations": {"2d": {"num_iterations": 100, "step_time_estimate_s": 0.5}}}}}
+
+
+def _leaders(estimates, methods):
+    """The cells the runner starts first in their stage group, given these estimates."""
+    tasks = [CellTask(cell=c, workdir="w", estimate_s=e) for c, e in estimates.items()]
+    return set(_stage_groups(tasks, lambda name: methods[name].shared_stages))
+
+
+def test_stage_charged_once_per_seed_to_the_cell_that_trains_it():
+    """3 budgets x 2 seeds of one stage-sharing row: the stage (3600 s) is charged twice, once per
+    seed, to the group's first cell in run order; every cell keeps its own 360 s."""
+    cells = expand_grid({"d": PLANS_2D}, {"staged": Staged}, [2, 4, 8], [0, 1], "quick")
+    assert len(cells) == 6
+    estimates, stage_s = estimate_grid_cost_s(cells, {"staged": Staged}, {"d": PLANS_2D})
+    assert sum(stage_s.values()) == pytest.approx(2 * 3600.0)
+    assert sum(estimates.values()) == pytest.approx(6 * 360.0 + 2 * 3600.0)  # before: 6 x (360 + 3600)
+    payers = {c for c, s in stage_s.items() if s > 0}
+    assert payers == {Cell("d", "quick", "2d", "staged", 2, 0), Cell("d", "quick", "2d", "staged", 2, 1)}
+    assert all(estimates[c] == pytest.approx(360.0 + (3600.0 if c in payers else 0.0)) for c in cells)
+    assert _leaders(estimates, {"staged": Staged}) == payers  # the runner computes the stage in exactly those cells
+
+
+def test_stage_not_charged_again_once_a_done_cell_has_it():
+    """A done cell that ran here has the stage on disk: its group's cells left to run carry none of
+    it. An imported record (done, no stage folder) does not: the next cell in run order pays it."""
+    cells = expand_grid({"d": PLANS_2D}, {"staged": Staged}, [2, 4], [0], "quick")
+    first, second = cells
+    _, stage_s = estimate_grid_cost_s(cells, {"staged": Staged}, {"d": PLANS_2D}, done={first}, cached={first})
+    assert stage_s == {first: 3600.0, second: 0.0}
+    _, stage_s = estimate_grid_cost_s(cells, {"staged": Staged}, {"d": PLANS_2D}, done={first})
+    assert stage_s == {first: 0.0, second: 3600.0}
+
+
+def test_both_dae_rows_share_one_stage_charge():
+    """``dae_anomaly`` (budget 0) and ``dae_finetune`` (budgets 2, 4) train one DAE per seed (the same
+    stage folder ``dae-<configuration>-<key>``): it is charged once per seed, to the cell the runner
+    runs first. Before, every dae_finetune cell counted it (2 x 50 s) and dae_anomaly again (50 s)."""
+    methods = {n: get_method(n) for n in ("dae_anomaly", "dae_finetune")}
+    cells = expand_grid({"d": PLANS_2D}, methods, [0, 2, 4], [0, 1], "quick")
+    assert sorted((c.method, c.budget) for c in cells if c.seed == 0) == [
+        ("dae_anomaly", 0), ("dae_finetune", 2), ("dae_finetune", 4)]
+    estimates, stage_s = estimate_grid_cost_s(cells, methods, {"d": PLANS_2D})
+    assert sum(stage_s.values()) == pytest.approx(2 * 50.0)
+    payers = {c for c, s in stage_s.items() if s > 0}
+    assert payers == {Cell("d", "quick", "2d", "dae_finetune", 2, s) for s in (0, 1)}
+    assert estimates[Cell("d", "quick", "2d", "dae_anomaly", 0, 0)] == pytest.approx(1.0)
+    assert estimates[Cell("d", "quick", "2d", "dae_finetune", 4, 0)] == pytest.approx(50.0)
+    assert sum(estimates.values()) == pytest.approx(2 * (1.0 + 2 * 50.0 + 50.0))
+    assert _leaders(estimates, methods) == payers
+
+
+def test_the_three_cuts_rows_share_one_stage_charge():
+    """``cuts``, ``cuts_oracle`` (budget 0) and ``cuts_assign`` (budgets 2, 4) share the encoder stage
+    ``cuts_encoder-<configuration>-<key>``: 0.15 s x 800 quick steps + 40 s of test-case clustering,
+    charged once per seed (before: in each of the four cells)."""
+    methods = {n: get_method(n) for n in ("cuts", "cuts_oracle", "cuts_assign")}
+    cells = expand_grid({"d": PLANS_2D}, methods, [0, 2, 4], [0, 1], "quick")
+    assert len(cells) == 2 * 4
+    estimates, stage_s = estimate_grid_cost_s(cells, methods, {"d": PLANS_2D})
+    assert sorted(s for s in stage_s.values() if s > 0) == pytest.approx([160.0, 160.0])
+    assert sum(estimates.values()) == pytest.approx(2 * (160.0 + 1.0 + 1.0 + 2 * 10.0))
+    assert _leaders(estimates, methods) == {c for c, s in stage_s.items() if s > 0}
+
+
+def test_rows_without_a_stage_hook_keep_their_estimate():
+    """No ``estimate_stage_cost_s``: the grid estimate is :func:`estimate_cost_s`, whether the row
+    declares ``shared_stages`` or not (the plan's U-Net time x ``cost_factor``, or its own hook)."""
+    class Factor(Semi):
+        name, cost_factor = "factor", 2.3
+
+    class OwnHook(Semi):
+        name, shared_stages = "own_hook", ("other_stage",)
+
+        @classmethod
+        def estimate_cost_s(cls, plans, preset, config, budget):
+            return 77.0
+
+    methods = {"supervised": Sup, "factor": Factor, "own_hook": OwnHook, "unsup": Unsup}
+    cells = expand_grid({"d": PLANS_2D}, methods, [0, 2, 4], [0, 1], "quick")
+    estimates, stage_s = estimate_grid_cost_s(cells, methods, {"d": PLANS_2D})
+    assert not any(stage_s.values())
+    assert estimates == {c: estimate_cost_s(methods[c.method], PLANS_2D, "quick", "2d", c.budget) for c in cells}
+    want = {"supervised": 50.0, "factor": 50.0 * 2.3, "own_hook": 77.0, "unsup": 50.0}
+    assert all(estimates[c] == pytest.approx(want[c.method]) for c in cells)
+
+
+def test_stage_hook_must_name_declared_stages():
+    class Undeclared(Staged):
+        name, shared_stages = "undeclared", ("another",)
+
+    cells = expand_grid({"d": PLANS_2D}, {"undeclared": Undeclared}, [2], [0], "quick")
+    with pytest.raises(ValueError, match="'fake_stage', not in its shared_stages"):
+        estimate_grid_cost_s(cells, {"undeclared": Undeclared}, {"d": PLANS_2D})
+    with pytest.raises(KeyError, match="no plans for dataset 'd'"):
+        estimate_grid_cost_s(cells, {"undeclared": Undeclared}, {})

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from bench_fakes import METHODS, Broken, Crash, fake_cell_fn, fake_prepare, toy_dataset
+from bench_fakes import METHODS, Broken, Crash, Staged, fake_cell_fn, fake_prepare, toy_dataset
 
 from medseg_bench.bench import load_manifest, load_records, run_benchmark
 from medseg_bench.bench.cli import run_command
@@ -274,6 +274,18 @@ def test_dry_run_lists_the_cells_to_run_and_trains_nothing(wd, capsys):
     assert f"at the pace of the {len(cells) - 1} cell(s) run in this workdir" in err
     assert len(_calls(wd)) == calls  # nothing trained
     assert not any(c.run_dir(wd).exists() for c in grid if c.dataset == "toy_b")
+
+
+def test_dry_run_counts_a_shared_stage_once_per_seed(wd, capsys):
+    """Budgets 2, 4 and all of a row with a 3600 s stage and 360 s cells, seeds 0 and 1: 6 x 360 s
+    + 2 x 3600 s = 2.6 cell-hours (each cell counting the stage would be 6.6), and the total says
+    how much of it is the stage."""
+    _run(wd, methods={"staged": Staged}, datasets=["toy_a"], budgets=[2, 4, "all"], seeds=[0, 1], workers=1,
+         dry_run=True)
+    err = capsys.readouterr().err
+    assert "dry run: 6 cells, 0 already done, 6 to run" in err
+    assert "estimated 2.6 cell-hours" in err
+    assert "of which shared stages 2.0 cell-hours, counted once per (dataset, preset, configuration, seed)" in err
 
 
 def test_dry_run_flag_reaches_the_runner():

@@ -252,7 +252,9 @@ def test_record_states_the_iterations_that_ran(tmp_path):
     assert ctx.iterations == want_ft and ctx.settings["plan_iterations"] == 100
     assert m.pretrain_iterations(ctx) == want_pre  # idempotent after setup
     assert want_ft == 100  # = supervised's iterations in the cell
-    assert cls.estimate_cost_s(ctx.plans, "quick", "2d", 2) == pytest.approx(100 * 0.05 * 2)  # pre-training + fine-tuning
+    assert cls.estimate_cost_s(ctx.plans, "quick", "2d", 2) == pytest.approx(100 * 0.05)  # the cell's fine-tuning
+    # the pre-training is the shared stage's, charged once per group by the grid
+    assert cls.estimate_stage_cost_s(ctx.plans, "quick", "2d") == {"acwe_pretrain": pytest.approx(100 * 0.05)}
     assert get_method("otsu").estimate_cost_s(ctx.plans, "quick", "2d", 0) < 10
 
 

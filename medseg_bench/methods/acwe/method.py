@@ -31,7 +31,8 @@ the unsupervised pre-training gets the iterations that fit the time the plan giv
 U-Net (``num_iterations × step_time_estimate_s``) at this network's predicted step time (the plan's
 CPU step-time model on :func:`~medseg_bench.networks.r2net.r2net_cost`); fine-tuning and joint
 training run exactly ``supervised``'s iteration count in the same cell (labels are seen as often as
-by the baseline), and the pre-training is paid on top (:meth:`AcweFinetune.estimate_cost_s`). Training uses the plan's patches and batch size (the paper: whole
+by the baseline), and the pre-training is paid on top, once per (dataset, preset, configuration,
+seed) (:meth:`AcweFinetune.estimate_stage_cost_s`). Training uses the plan's patches and batch size (the paper: whole
 192×192 slices, batch 20) with the plan's spatial augmentation and mirroring only: intensity
 augmentation (gamma, inversion, ...) changes the very intensities the energy models.
 Configuration: ``2d`` (the paper's slices) when the preset has one; ``3d_fullres`` works too.
@@ -303,7 +304,7 @@ class AcweFinetune(AcweConvNet):
         """At least the iterations ``supervised`` runs in the same cell (:func:`base_iterations`), so
         the fine-tuned row never sees its labels less often than the baseline it is compared with;
         ``paper``: the larger of that and the code's 801. The pre-training is paid on top (the cost
-        table shows it: :meth:`estimate_cost_s`)."""
+        table shows it; the runner's estimate: :meth:`estimate_stage_cost_s`)."""
         n = base_iterations(ctx)
         return max(n, int(self.hparams["paper_finetune_iterations"])) if ctx.preset == "paper" else n
 
@@ -318,11 +319,19 @@ class AcweFinetune(AcweConvNet):
 
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
-        """Pre-training (paid by the first budget's cell) plus fine-tuning."""
+        """One cell's own work: the fine-tuning (:meth:`finetune_iterations` at the plan's step
+        estimate); the pre-training is :meth:`estimate_stage_cost_s`, charged once per group."""
         cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
         n = float(cfg.get("num_iterations") or 0)
         fine = max(n, cls.hparams["paper_finetune_iterations"]) if preset == "paper" else n
-        return super().estimate_cost_s(plans, preset, config, budget) + max(1.0, fine * float(cfg.get("step_time_estimate_s") or 0.0))
+        return max(1.0, fine * float(cfg.get("step_time_estimate_s") or 0.0))
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans: dict, preset: str, config: str) -> dict[str, float]:
+        """The unsupervised pre-training stage (``acwe``'s training: :meth:`AcweConvNet.estimate_cost_s`),
+        trained by the first budget's cell of a (dataset, preset, configuration, seed) and reused by
+        the others; the grid charges it once (:func:`medseg_bench.bench.grid.estimate_grid_cost_s`)."""
+        return {"acwe_pretrain": super().estimate_cost_s(plans, preset, config, 0)}
 
     def train(self, mode: bool = True) -> None:
         super().train(mode)

@@ -14,7 +14,7 @@ energy's image is each patch min–max scaled to [0, 1] (the paper's scaling, pe
 network sees the plan's normalisation as in stage B; intensity augmentation off (it changes the
 intensities the energy models); the U-Net's own optimiser and schedule, for ``supervised``'s
 iteration count. Stage B: the budget's labelled cases, exactly ``supervised``. The pre-training is
-paid once, by the first budget's cell (:meth:`AcweUNetFinetune.estimate_cost_s` counts it).
+paid once, by the first budget's cell (:meth:`AcweUNetFinetune.estimate_stage_cost_s` counts it).
 Polarity needs no rule: stage B's labels decide which output channel is the foreground.
 """
 
@@ -25,7 +25,7 @@ import dataclasses
 import torch
 
 from ...training.stages import base_iterations, set_iterations, stage_key, train_stage
-from ..base import Method
+from ..base import Method, plan_training_s
 from ..registry import register_method
 from ..supervised import Supervised
 from .losses import acwe_energy
@@ -94,8 +94,16 @@ class AcweUNetFinetune(Supervised):
 
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
-        """Stage B (as ``supervised``) plus stage A (paid by the first budget's cell)."""
-        return 2.0 * super().estimate_cost_s(plans, preset, config, budget)
+        """One cell's own work: stage B, as ``supervised`` (the plan's U-Net time); stage A is
+        :meth:`estimate_stage_cost_s`. (This used to return ``2 × super().estimate_cost_s``, but
+        ``Supervised`` has no such hook, so the grid fell back to 1 × the U-Net time for every cell.)"""
+        return max(1.0, plan_training_s(plans, preset, config))
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans: dict, preset: str, config: str) -> dict[str, float]:
+        """Stage A: ``supervised``'s iterations of the same U-Net (the plan's U-Net time), trained by
+        the first budget's cell and charged once per group by the grid."""
+        return {"acwe_unet_pretrain": max(1.0, plan_training_s(plans, preset, config))}
 
     def pretrained_state(self, ctx) -> dict:
         ids = sorted(set(ctx.labelled_ids) | set(ctx.unlabelled_ids))

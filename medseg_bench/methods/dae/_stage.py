@@ -24,10 +24,11 @@ rate is ten times higher (the ``paper`` preset keeps the same rule; override ``d
 from __future__ import annotations
 
 from ...training.stages import base_iterations, stage_key, train_stage
-from ..base import Method
+from ..base import Method, plan_training_s
 from ._noise import coarse_noise, foreground_mask
 
-__all__ = ["DAE_HPARAMS", "DaePretrain", "STAGE_PREFIX", "dae_optimiser_settings", "pretrained_dae", "stage_settings"]
+__all__ = ["DAE_HPARAMS", "DaePretrain", "STAGE_PREFIX", "dae_optimiser_settings", "dae_stage_cost_s", "pretrained_dae",
+           "stage_settings"]
 
 #: the stage folders' name prefix (``dae-<configuration>-<key>``): the ``shared_stages`` of both DAE rows
 STAGE_PREFIX = "dae-"
@@ -60,6 +61,14 @@ class DaePretrain(Method):
         m = mask.to(rec.dtype).expand_as(rec)
         mse = ((rec - x) ** 2 * m).sum() / m.sum().clamp_min(1.0)
         return {"loss": mse}
+
+
+def dae_stage_cost_s(plans: dict, preset: str, config: str) -> dict[str, float]:
+    """``{STAGE_PREFIX: seconds}``: the stage's rough cost for the runner's estimate — :func:`base_iterations`
+    steps of the plan's U-Net (its reconstruction head costs about a segmentation head), i.e. the
+    plan's ``supervised`` time. Both DAE rows return it; the grid charges it once per (dataset,
+    preset, configuration, seed) (:func:`medseg_bench.bench.grid.estimate_grid_cost_s`)."""
+    return {STAGE_PREFIX: max(1.0, plan_training_s(plans, preset, config))}
 
 
 def dae_optimiser_settings(hp: dict) -> dict:

@@ -29,7 +29,14 @@ import torch
 
 from ..registry import register_method
 from ._noise import anomaly_map, foreground_mask, otsu_threshold
-from ._stage import DAE_HPARAMS, STAGE_PREFIX, DaePretrain, dae_optimiser_settings, pretrained_dae
+from ._stage import (
+    DAE_HPARAMS,
+    STAGE_PREFIX,
+    DaePretrain,
+    dae_optimiser_settings,
+    dae_stage_cost_s,
+    pretrained_dae,
+)
 
 __all__ = ["DaeAnomaly", "threshold_anomaly_map"]
 
@@ -69,6 +76,18 @@ class DaeAnomaly(DaePretrain):
                   "body mask; above it is foreground")
     shared_stages = (STAGE_PREFIX,)  # the same stage as dae_finetune (one DAE per dataset, preset, seed)
     hparams = {**DAE_HPARAMS, **dae_optimiser_settings(DAE_HPARAMS), "median_kernel": 5}
+
+    @classmethod
+    def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
+        """One cell's own work: none beyond loading the stage (inference is not modelled for any
+        row), so the grid's 1 s floor; the DAE is :meth:`estimate_stage_cost_s`."""
+        return 1.0
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans: dict, preset: str, config: str) -> dict[str, float]:
+        """The DAE stage shared with ``dae_finetune`` (:func:`~._stage.dae_stage_cost_s`), charged
+        once per (dataset, preset, configuration, seed) by the grid."""
+        return dae_stage_cost_s(plans, preset, config)
 
     def setup(self, ctx) -> None:
         if ctx.num_classes != 2:

@@ -11,15 +11,16 @@ paper makes (fine-tuned vs from scratch at the same budget) is the one the leade
 
 Model selection: none — the last iterate is used, as ``supervised``; no validation or test label is
 read. Cost: the record's ``train_time_s`` is the fine-tuning plus the DAE stage's training time
-(paid once, counted in every budget's row so the cost table shows the pre-training).
+(paid once, counted in every budget's row so the cost table shows the pre-training). The runner's
+estimate counts the stage once per group instead (:meth:`DaeFinetune.estimate_stage_cost_s`).
 """
 
 from __future__ import annotations
 
-from ..base import Method
+from ..base import Method, plan_training_s
 from ..registry import register_method
 from ..supervised import Supervised
-from ._stage import DAE_HPARAMS, STAGE_PREFIX, pretrained_dae
+from ._stage import DAE_HPARAMS, STAGE_PREFIX, dae_stage_cost_s, pretrained_dae
 
 __all__ = ["DaeFinetune", "HEAD_PREFIX", "transfer_weights"]
 
@@ -70,6 +71,12 @@ class DaeFinetune(Method):
 
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
-        """Fine-tuning as ``supervised`` plus the DAE stage (the same iterations, similar steps)."""
-        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
-        return max(1.0, 2.0 * float(cfg.get("num_iterations") or 0) * float(cfg.get("step_time_estimate_s") or 0.0))
+        """One cell's own work: the fine-tuning, as ``supervised`` (the plan's U-Net time); the DAE
+        stage is :meth:`estimate_stage_cost_s`, charged once per group by the grid."""
+        return max(1.0, plan_training_s(plans, preset, config))
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans: dict, preset: str, config: str) -> dict[str, float]:
+        """The DAE stage: as many iterations as ``supervised`` at a similar step (the same U-Net with
+        a reconstruction head); one stage for this row's budgets and ``dae_anomaly``."""
+        return dae_stage_cost_s(plans, preset, config)

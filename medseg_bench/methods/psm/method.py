@@ -74,7 +74,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...training.stages import write_json
-from ..base import Method
+from ..base import Method, plan_training_s
 from ..registry import register_method
 from .pseudo_masks import REFERENCE_SPACING_MM, scale_factor
 from .stages import (
@@ -198,11 +198,18 @@ class Psm(Method):
 
     @classmethod
     def estimate_cost_s(cls, plans: dict, preset: str, config: str, budget) -> float:
-        """The plan's U-Net time times (1 segmentation + ``detect_fraction`` detection + a cheap
-        activation network + stage inference, ~0.3)."""
-        cfg = ((plans.get("presets") or {}).get(preset) or {}).get("configurations", {}).get(config) or {}
-        base = float(cfg.get("num_iterations") or 0) * float(cfg.get("step_time_estimate_s") or 0.0)
-        return max(1.0, base * (1.3 + float(cls.hparams["detect_fraction"])))
+        """One cell's own work: the segmentation network, the plan's U-Net time; the cached stages
+        are :meth:`estimate_stage_cost_s` (together the old ``1.3 + detect_fraction`` × U-Net time)."""
+        return max(1.0, plan_training_s(plans, preset, config))
+
+    @classmethod
+    def estimate_stage_cost_s(cls, plans: dict, preset: str, config: str) -> dict[str, float]:
+        """The cached stages, in the plan's U-Net time: the cheap activation network with the
+        pseudo-mask inference (``psm_ssl`` + ``psm_masks``, ~0.3, booked under ``psm_ssl``) and the
+        detection network (``psm_detect``, ``detect_fraction``). Charged once per (dataset, preset,
+        configuration, seed); ``psm`` runs at budget 0 only, so that is once per cell, as before."""
+        base = plan_training_s(plans, preset, config)
+        return {"psm_ssl": 0.3 * base, "psm_detect": float(cls.hparams["detect_fraction"]) * base}
 
     # -- training ----------------------------------------------------------------------------------
     def setup(self, ctx) -> None:
