@@ -21,7 +21,12 @@ import time
 import numpy as np
 import torch
 
-from medseg_bench.methods.cuts.sampler import choose_positives, choose_positives_loop, draw_anchors, draw_candidates
+from medseg_bench.methods.cuts.sampler import (
+    choose_positives,
+    choose_positives_loop,
+    draw_anchors,
+    draw_candidates,
+)
 
 
 def _images(batch: int, size: int, seed: int) -> torch.Tensor:

@@ -29,26 +29,36 @@ def _rewrite(path: Path, fn, **geo_changes) -> None:
 
 
 def zero_byte_image(ds):
-    f = _first(ds, "imagesTr"); f.write_bytes(b""); return f.name, "empty file (0 bytes)"
+    f = _first(ds, "imagesTr")
+    f.write_bytes(b"")
+    return f.name, "empty file (0 bytes)"
 
 
 def zero_byte_label(ds):
-    f = _first(ds, "labelsTr"); f.write_bytes(b""); return f.name, "empty file (0 bytes)"
+    f = _first(ds, "labelsTr")
+    f.write_bytes(b"")
+    return f.name, "empty file (0 bytes)"
 
 
 def random_bytes_image(ds):
-    f = _first(ds, "imagesTr"); f.write_bytes(np.random.default_rng(0).bytes(4000)); return f.name, "unreadable"
+    f = _first(ds, "imagesTr")
+    f.write_bytes(np.random.default_rng(0).bytes(4000))
+    return f.name, "unreadable"
 
 
 def unreadable_label(ds):
-    f = _first(ds, "labelsTr"); f.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.default_rng(1).bytes(500)); return f.name, "unreadable"
+    f = _first(ds, "labelsTr")
+    f.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.default_rng(1).bytes(500))
+    return f.name, "unreadable"
 
 
 def undeclared_labels(ds):
     f = _first(ds, "labelsTr")
 
     def put(a):
-        a = a.copy(); a.reshape(-1)[:2] = [3, 7]; return a
+        a = a.copy()
+        a.reshape(-1)[:2] = [3, 7]
+        return a
     _rewrite(f, put)
     return f.name, "label values [3, 7] are not declared in dataset.json"
 
@@ -57,7 +67,9 @@ def nan_voxels(ds):
     f = _first(ds, "imagesTr")
 
     def put(a):
-        a = a.astype(np.float32); a.reshape(-1)[:3] = np.nan; return a
+        a = a.astype(np.float32)
+        a.reshape(-1)[:3] = np.nan
+        return a
     _rewrite(f, put)
     return f.name, "image contains 3 NaN/inf value(s)"
 
@@ -77,12 +89,16 @@ def all_background(ds):
 
 
 def cropped_label(ds):
-    f = _first(ds, "labelsTr"); _rewrite(f, lambda a: np.ascontiguousarray(a[..., :-3])); return f.name, "does not match image shape"
+    f = _first(ds, "labelsTr")
+    _rewrite(f, lambda a: np.ascontiguousarray(a[..., :-3]))
+    return f.name, "does not match image shape"
 
 
 def spacing_mismatch(ds):
-    f = _first(ds, "labelsTr"); arr, geo = read_image(f)
-    _rewrite(f, lambda a: a, spacing=[s * 1.5 for s in geo.spacing]); return f.name, "label spacing mismatch"
+    f = _first(ds, "labelsTr")
+    arr, geo = read_image(f)
+    _rewrite(f, lambda a: a, spacing=[s * 1.5 for s in geo.spacing])
+    return f.name, "label spacing mismatch"
 
 
 def _rename_case(ds, new_id):
@@ -106,8 +122,10 @@ def dotdot_in_name(ds):
 
 
 def missing_channel_suffix(ds):
-    f = _first(ds, "imagesTr"); ending = RawDataset(ds).file_ending
-    new = f.with_name(f.name.replace(f"_0000{ending}", ending)); f.rename(new)
+    f = _first(ds, "imagesTr")
+    ending = RawDataset(ds).file_ending
+    new = f.with_name(f.name.replace(f"_0000{ending}", ending))
+    f.rename(new)
     return new.name, "4-digit channel index"
 
 

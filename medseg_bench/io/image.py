@@ -18,8 +18,6 @@ else 1.
 
 from __future__ import annotations
 
-from ..errors import InputError
-
 import json
 import os
 import re
@@ -27,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import InputError
 
 __all__ = [
     "Geometry",

@@ -17,8 +17,6 @@ Loaded case images are **channel first**: ``(C, *spatial)``, also for RGB files.
 
 from __future__ import annotations
 
-from ..errors import InputError
-
 import hashlib
 import json
 import os
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .image import NATURAL_ENDINGS, Geometry, read_image, write_image
 
 __all__ = [

@@ -210,7 +210,6 @@ def _run(tasks, num_workers, progress, desc) -> dict[str, str]:
             bar.update()
     else:
         import multiprocessing as mp
-
         from concurrent.futures.process import BrokenProcessPool
 
         # spawn, not fork: a fork of a parent holding threads (tqdm, ITK) can deadlock in the child
@@ -223,7 +222,7 @@ def _run(tasks, num_workers, progress, desc) -> dict[str, str]:
                 except BrokenProcessPool:
                     # a reader crashed its worker (native abort, OOM kill): stop now, name the cases
                     pending = {c.case_id for f, c in futures.items() if not f.done() or f.exception(timeout=0) is not None}
-                    for f, c in futures.items():
+                    for c in futures.values():
                         if c.case_id in pending:
                             failed[c.case_id] = (f"{c.image_files[0]}: a preprocessing worker died (native reader crash "
                                                  "or killed) while this case or another unfinished one was read")
