@@ -22,7 +22,9 @@ Stages 1–4 are budget-independent and cached under ``ctx.stage_dir`` per (data
 No label is read anywhere (the networks of stages 4–5 see pseudo-labels through
 :class:`~.stages.PseudoLabelFolder`), and the checkpoint of every stage is its **last** one: the
 official code keeps the epoch with the best AJI on the *test* set (``trainer_second_stage`` /
-``trainer_final_stage``); this suite never selects on the test set nor on any label.
+``trainer_final_stage``); this suite never selects on the test set nor on any label. After stage 5, :meth:`Psm.collapse_guard`
+compares the network's foreground on a few training images with its pseudo-masks there (no label;
+reported in ``psm_stages.json``, a warning below :data:`COLLAPSE_RATIO`, nothing selected on it).
 
 Deviations from the code (all documented defaults, overridable through ``hparams``):
 
