@@ -33,6 +33,37 @@ def test_vectorised_sampler_equals_the_loop_version():
     np.testing.assert_array_equal(fast.positives.numpy(), slow.positives)
 
 
+def test_ssim_positives_stay_within_the_radius_and_beat_the_threshold():
+    """Every found positive lies in the anchor's +-radius window, is not the anchor, and its patch SSIM
+    with the anchor's (scikit-image, one window over the patch, the anchor patch's data range) exceeds
+    the threshold; anchors without one get the diagonal neighbour toward the centre."""
+    from skimage.metrics import structural_similarity
+
+    from medseg_bench.methods.cuts.sampler import sample_pairs
+
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:40, :48]
+    img = (np.sin(yy / 3.0) * np.cos(xx / 5.0))[None, None].repeat(3, 0)  # smooth texture ...
+    img = img + rng.normal(0, 0.4, img.shape)  # ... plus noise: some candidates pass, some fail
+    images = torch.from_numpy(np.clip(img, -1, 1).astype(np.float32))
+    radius, patch, threshold = 4, 5, 0.5
+    pairs = sample_pairs(images, n_anchors=16, radius=radius, tries=6, threshold=threshold, patch=patch)
+    a, p, found = pairs.anchors.numpy(), pairs.positives.numpy(), pairs.found.numpy()
+    assert 0 < found.sum() < found.size  # both kinds of anchor occur
+    m = patch // 2
+    x = images.numpy().astype(np.float64)  # the values the sampler saw
+    for b, s in zip(*np.nonzero(found)):
+        (ay, ax), (py, px) = a[b, s], p[b, s]
+        assert max(abs(py - ay), abs(px - ax)) <= radius and (py, px) != (ay, ax)
+        pa = x[b, 0, ay - m:ay + m + 1, ax - m:ax + m + 1]
+        pc = x[b, 0, py - m:py + m + 1, px - m:px + m + 1]
+        rng_a = float(pa.max() - pa.min()) or 1.0
+        assert structural_similarity(pa, pc, win_size=patch, data_range=rng_a) > threshold
+    for b, s in zip(*np.nonzero(~found)):
+        assert np.abs(p[b, s] - a[b, s]).max() == 1  # the fallback neighbour
+
+
 def test_nt_xent_hand_value_and_weighting():
     """Two anchors with identical positives, orthogonal to each other: row logits are
     [-inf, 0, 1/τ, 0] (self masked), so the loss is log(2 + e^{1/τ}) − 1/τ."""
